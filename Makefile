@@ -1,0 +1,38 @@
+# tripwire: two commands for a newcomer, `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast bench schema lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## make demo: embedded broker + worker + synthetic agent traffic + metrics (Ctrl-C stops all)
+demo: venv
+	$(BIN)/tripwire up
+
+## make test: the whole suite, against a real embedded broker
+test: venv
+	$(BIN)/python -m pytest -q
+
+## make test-fast: unit tests only (no broker)
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not broker and not e2e"
+
+## make bench: throughput and latency benchmarks, ratios against a same-run baseline
+bench: venv
+	$(BIN)/python bench/run.py
+
+## make schema: regenerate schemas/trace-event-v1.json from the pydantic model
+schema: venv
+	$(BIN)/python -c "import json,streams.schema as s; print(json.dumps(s.json_schema(), indent=2))" > schemas/trace-event-v1.json
+
+clean:
+	rm -rf $(VENV) .tripwire .pytest_cache .hypothesis build *.egg-info

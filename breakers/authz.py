@@ -1,0 +1,96 @@
+"""Gateway authorisation: may this agent call this tool now? (pure, hot path)
+
+Every scope of :func:`breakers.scope.scopes_for` is checked; a scope without a state is
+closed. Rules, first deny wins (most specific scope first):
+
+* open / forced_open → deny;
+* half_open → allow only while ``probes_remaining > 0``; the Decision then has ``probe=True``
+  and names the half-open ``scope``: the caller must take the slot with
+  :func:`breakers.state_machine.probe` (and publish the new state) before forwarding the call,
+  and later report the call's outcome with ``record_probe_result``. With several workers
+  answering authz, each decrements its own copy until the compacted state catches up, so up to
+  (workers × N) probes can pass: probes are a limit on blast radius, not an exact count;
+* escalated → deny consequential tools (policy ``consequential_tools``) unless an approval is
+  unexpired; other tools are allowed;
+* shadow / closed → allow (shadow never enforces);
+* ``known=False`` (state not recovered / unavailable) → the policy's ``fail_mode``;
+* invalid agent/tool/tenant ids → deny (400-class input, reported as 403 to gateways).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .policy import Policy
+from .scope import ScopeError, scopes_for
+from .state_machine import BreakerState
+
+_ALLOW_RANK = {"closed": 0, "shadow": 1, "escalated": 2, "half_open": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allow: bool
+    status: int  # 200 | 403
+    reason: str
+    state: str  # deciding breaker state, or 'unknown' / 'invalid'
+    scope: str | None
+    probe: bool = False  # allowed as a half-open probe: take the slot (state_machine.probe)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``X-Tripwire-Reason`` / ``X-Tripwire-State`` for the HTTP answer (reason one line, ASCII-safe)."""
+        reason = self.reason.encode("ascii", "backslashreplace").decode("ascii").replace("\n", " ")[:300]
+        return {"X-Tripwire-Reason": reason, "X-Tripwire-State": self.state}
+
+
+_CLOSED_OK = Decision(True, 200, "closed", "closed", None)
+
+
+def decide(states: Mapping[str, BreakerState], agent: str, tool: str | None, tenant: str | None,
+           now: float, policy: Policy, known: bool = True) -> Decision:
+    """Decide one gateway call. See the module docstring for the rules.
+
+    >>> from breakers.policy import parse_policy
+    >>> p = parse_policy("consequential_tools: ['shell']")
+    >>> decide({"agent:a": BreakerState("agent:a", "open", reason="r")}, "a", "ls", None, 0, p).status
+    403
+    """
+    try:
+        scopes = scopes_for(agent, tool, tenant or None)
+    except ScopeError as e:
+        return Decision(False, 403, f"invalid request: {e}", "invalid", None)
+    if not known:
+        if policy.fail_mode == "open":
+            return Decision(True, 200, "breaker state unknown; fail-open", "unknown", None)
+        return Decision(False, 403, "breaker state unknown; fail-closed", "unknown", None)
+    best: Decision | None = None
+    for scope in scopes:
+        st = states.get(scope)
+        if st is None:
+            continue
+        s = st.state
+        if s == "closed" or s == "shadow":
+            if s == "shadow" and best is None:
+                best = Decision(True, 200, f"shadow: {st.reason}", s, scope)
+            continue
+        if s == "open" or s == "forced_open":
+            return Decision(False, 403, f"{s}: {st.reason}", s, scope)
+        if s == "half_open":
+            if st.probes_remaining <= 0:
+                return Decision(False, 403, "half_open: no probe calls left, awaiting results", s, scope)
+            if best is None or _ALLOW_RANK[best.state] < 3:
+                best = Decision(True, 200, f"half_open probe ({st.probes_remaining} left)", s, scope, probe=True)
+            continue
+        if s == "escalated":
+            if policy.is_consequential(tool):
+                approval = st.active_approval(now)
+                if approval is None:
+                    return Decision(False, 403, f"escalated: consequential tool needs approval; {st.reason}", s, scope)
+                if best is None or _ALLOW_RANK[best.state] < 2:
+                    best = Decision(True, 200, f"escalated: approved by {approval.actor}", s, scope)
+            elif best is None or _ALLOW_RANK[best.state] < 2:
+                best = Decision(True, 200, "escalated: tool not consequential", s, scope)
+            continue
+        return Decision(False, 403, f"unrecognised state {s!r}", "invalid", scope)  # defensive
+    return best or _CLOSED_OK

@@ -1,0 +1,249 @@
+"""Evaluate a policy's budgets for one scope against rolling evidence → verdicts.
+
+Per budget and window rule: ``rate = bad / total`` (ratio signals) or ``bad / window``
+(incident_count, cost), ``burn = rate / objective`` (amount signals: objective per period,
+scaled to the window), and the rule fires when ``burn > burn_rate`` over the long AND the short
+window, and the minimum evidence holds on the long window. Drift fires while the detector's
+alarm is on (and the minimum number of flags+incidents holds).
+
+``budget_remaining`` is ``1 - burn`` over the budget's LONGEST window (we have no 30-day
+counters; over that window it is exactly the share of the window's error budget left; it goes
+negative when overspent).
+
+Pure and cheap: one ``window_counts`` call per distinct (scope, window) per evaluation.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .evidence import EvidenceReader
+from .policy import AMOUNT_SIGNALS, Budget, Policy, WindowRule, format_duration
+
+# signal → (bad key, raw bad key for min evidence, denominator keys)
+_SIGNALS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "near_miss_rate": ("near_misses", "near_misses", ("tool_calls",)),
+    "weighted_near_miss_rate": ("near_misses_weighted", "near_misses", ("tool_calls",)),
+    "incident_rate": ("incidents", "incidents", ("tool_calls",)),
+    "critical_incident_rate": ("incidents_critical", "incidents_critical", ("tool_calls",)),
+    "error_rate": ("errors", "errors", ("tool_calls", "llm_calls")),
+    "incident_count": ("incidents", "incidents", ()),
+    "cost": ("cost_usd", "cost_usd", ()),
+}
+_LABEL = {
+    "near_miss_rate": "near-miss",
+    "weighted_near_miss_rate": "weighted near-miss",
+    "incident_rate": "incident",
+    "critical_incident_rate": "critical-incident",
+    "error_rate": "error",
+    "incident_count": "incident-count",
+    "cost": "cost",
+    "drift": "drift",
+}
+_ACTION_RANK = {"shadow": 1, "escalate": 2, "open": 3}
+_EPS = 1e-9
+
+
+@dataclass(slots=True)
+class Verdict:
+    """The outcome of one budget for one scope."""
+
+    budget: str
+    scope: str
+    signal: str
+    fired: bool
+    action: str | None  # open | escalate | shadow when fired, else None
+    severity: str | None  # page | ticket when fired
+    burn_rates: dict[str, float]  # window label ('1h') → burn rate
+    budget_remaining: float | None  # over `remaining_window_s`
+    remaining_window_s: int | None
+    evidence: dict[str, dict[str, float]]  # window label → counts
+    reason: str
+    rule: str | None = None  # e.g. '14.4x over 1h+5m'
+    min_evidence_met: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+def wilson_lower(successes: float, n: float, confidence: float) -> float:
+    """One-sided Wilson score lower bound of a proportion at `confidence`.
+
+    >>> round(wilson_lower(10, 40, 0.95), 3)
+    0.156
+    """
+    if n <= 0:
+        return 0.0
+    p = min(max(successes / n, 0.0), 1.0)
+    z = _z(confidence)
+    denom = 1 + z * z / n
+    centre = p + z * z / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - margin) / denom)
+
+
+def _z(confidence: float) -> float:
+    """One-sided normal quantile by bisection on erf (no scipy needed)."""
+    lo, hi = 0.0, 10.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < confidence:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.1f}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
+
+
+class _Counts:
+    """Per-evaluation cache of window_counts for one scope."""
+
+    __slots__ = ("reader", "scope", "cache")
+
+    def __init__(self, reader: EvidenceReader, scope: str):
+        self.reader, self.scope, self.cache = reader, scope, {}
+
+    def get(self, window_s: int) -> Mapping[str, float]:
+        hit = self.cache.get(window_s)
+        if hit is None:
+            hit = self.cache[window_s] = self.reader.window_counts(self.scope, window_s)
+        return hit
+
+
+def _burn(budget: Budget, counts: Mapping[str, float], window_s: int) -> float:
+    bad_key, _, denom_keys = _SIGNALS[budget.signal]
+    bad = float(counts.get(bad_key, 0) or 0)
+    objective = float(budget.objective or 1.0)
+    if budget.signal in AMOUNT_SIGNALS:
+        return bad / (objective * window_s / budget.period)
+    total = sum(float(counts.get(k, 0) or 0) for k in denom_keys)
+    return (bad / total) / objective if total > 0 else 0.0
+
+
+def _evidence_ok(budget: Budget, counts: Mapping[str, float]) -> tuple[bool, str]:
+    bad_key, raw_key, denom_keys = _SIGNALS[budget.signal]
+    me = budget.min_evidence
+    raw = float(counts.get(raw_key, 0) or 0)
+    total = sum(float(counts.get(k, 0) or 0) for k in denom_keys)
+    if raw < me.min_bad:
+        return False, f"only {_num(raw)} bad events (< {_num(me.min_bad)})"
+    if denom_keys and total < me.min_calls:
+        return False, f"only {_num(total)} calls (< {me.min_calls})"
+    if me.confidence is not None and denom_keys:
+        lower = wilson_lower(min(raw, total), total, me.confidence)
+        if budget.signal == "weighted_near_miss_rate" and raw > 0:
+            lower *= float(counts.get(bad_key, 0) or 0) / raw  # scale by mean weight
+        if lower <= float(budget.objective or 0):
+            return False, f"rate not above objective at {me.confidence:.0%} confidence"
+    return True, ""
+
+
+def _rule_action(budget: Budget, rule: WindowRule) -> str:
+    if rule.action is not None:
+        return rule.action
+    return budget.action if rule.severity == "page" else "shadow"
+
+
+def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts: _Counts | None = None) -> Verdict:
+    """Evaluate one budget for one scope."""
+    counts = _counts or _Counts(reader, scope)
+    label = _LABEL[budget.signal]
+    windows = sorted({w for r in budget.windows for w in (r.long, r.short) if w is not None})
+    evidence = {format_duration(w): dict(counts.get(w)) for w in windows}
+
+    if budget.signal == "drift":
+        longest = counts.get(budget.longest_window)
+        raw = float(longest.get("near_misses", 0) or 0) + float(longest.get("incidents", 0) or 0)
+        active = bool(reader.drift_active(scope))
+        enough = raw >= budget.min_evidence.min_bad
+        fired = active and enough
+        if fired:
+            reason = f"drift detected; {_num(raw)} flags+incidents over {format_duration(budget.longest_window)}"
+        elif active:
+            reason = f"drift detected but only {_num(raw)} flags+incidents (< {_num(budget.min_evidence.min_bad)})"
+        else:
+            reason = "no drift"
+        return Verdict(budget.name, scope, budget.signal, fired, budget.action if fired else None,
+                       "page" if fired and budget.action != "shadow" else ("ticket" if fired else None),
+                       {}, None, None, evidence, reason, "drift" if fired else None, enough)
+
+    burns = {format_duration(w): _burn(budget, counts.get(w), w) for w in windows}
+    best: tuple[int, int, WindowRule] | None = None
+    near_miss_reason = ""
+    any_evidence = False
+    for rule in budget.windows:
+        long_l = format_duration(rule.long)
+        ok, why = _evidence_ok(budget, counts.get(rule.long))
+        any_evidence = any_evidence or ok
+        long_hot = burns[long_l] > rule.burn_rate + _EPS
+        short_hot = rule.short is None or burns[format_duration(rule.short)] > rule.burn_rate + _EPS
+        if long_hot and short_hot and not ok and not near_miss_reason:
+            near_miss_reason = why
+        if long_hot and short_hot and ok:
+            rank = (_ACTION_RANK[_rule_action(budget, rule)], 2 if rule.severity == "page" else 1)
+            if best is None or rank > best[:2]:
+                best = (rank[0], rank[1], rule)
+
+    longest = budget.longest_window
+    remaining = 1.0 - burns[format_duration(longest)]
+    tally = _tally(budget, counts.get(longest), format_duration(longest))
+    if best is None:
+        top = max(burns.values(), default=0.0)
+        reason = f"{label} burn ≤ thresholds (max {_fmt(top)}×); {tally}"
+        if near_miss_reason:
+            reason = f"{label} burn over threshold but minimum evidence not met: {near_miss_reason}; {tally}"
+        return Verdict(budget.name, scope, budget.signal, False, None, None, burns, remaining, longest,
+                       evidence, reason, None, any_evidence)
+
+    rule = best[2]
+    long_l = format_duration(rule.long)
+    text = f"{label} burn {_fmt(burns[long_l])}× over {long_l} (>{_fmt(rule.burn_rate)})"
+    if rule.short is not None:
+        short_l = format_duration(rule.short)
+        text += f" and {_fmt(burns[short_l])}× over {short_l}"
+    text += f"; {_tally(budget, counts.get(rule.long), long_l)}"
+    rule_s = f"{_fmt(rule.burn_rate)}x over {long_l}" + (f"+{format_duration(rule.short)}" if rule.short else "")
+    return Verdict(budget.name, scope, budget.signal, True, _rule_action(budget, rule), rule.severity, burns,
+                   remaining, longest, evidence, text, rule_s, True)
+
+
+def _tally(budget: Budget, c: Mapping[str, float], window_label: str) -> str:
+    g = lambda k: float(c.get(k, 0) or 0)  # noqa: E731
+    s = budget.signal
+    if s in ("near_miss_rate", "weighted_near_miss_rate"):
+        return f"{_num(g('near_misses'))} flags / {_num(g('tool_calls'))} calls in {window_label}"
+    if s == "incident_rate":
+        return f"{_num(g('incidents'))} incidents / {_num(g('tool_calls'))} calls in {window_label}"
+    if s == "critical_incident_rate":
+        return f"{_num(g('incidents_critical'))} critical incidents / {_num(g('tool_calls'))} calls in {window_label}"
+    if s == "error_rate":
+        return f"{_num(g('errors'))} errors / {_num(g('tool_calls') + g('llm_calls'))} calls in {window_label}"
+    if s == "incident_count":
+        return f"{_num(g('incidents'))} incidents in {window_label}"
+    return f"${g('cost_usd'):.2f} in {window_label}"
+
+
+def evaluate(policy: Policy, scope: str, reader: EvidenceReader) -> list[Verdict]:
+    """Verdicts of every budget of ``policy`` that applies to ``scope``.
+
+    >>> from breakers.policy import parse_policy
+    >>> from breakers.evidence import StaticEvidence
+    >>> p = parse_policy("budgets: [{name: nm, signal: near_miss_rate, scopes: ['agent:*'], objective: 0.01}]")
+    >>> ev = StaticEvidence().set_all("agent:a", [300, 3600, 1800, 21600, 259200], tool_calls=40, near_misses=10)
+    >>> v = evaluate(p, "agent:a", ev)[0]
+    >>> v.fired, v.action, v.reason
+    (True, 'open', 'near-miss burn 25.0× over 1h (>14.4) and 25.0× over 5m; 10 flags / 40 calls in 1h')
+    """
+    budgets = policy.budgets_for(scope)
+    if not budgets:
+        return []
+    counts = _Counts(reader, scope)
+    return [evaluate_budget(b, scope, reader, counts) for b in budgets]

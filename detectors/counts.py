@@ -1,0 +1,651 @@
+"""Rolling per-scope counts over event time, from cascaded bucket rings.
+
+One :class:`RollingCounts` per scope (``"agent:a/tool:t"``, ``"agent:a"``,
+``"tool:t"``, ``"tenant:x"``, ``"global"``). It keeps 11 counters per bucket
+(see :data:`KEYS`) in a few rings of equal-width buckets, finest first
+(default 5x1m, 12x5m, 12x30m, 24x3h, 30x1d = 83 buckets, ~3.9 KiB).
+
+Design (two kinds of rings, cascaded):
+
+* ``add_event`` touches only the **fine** ring (level 0): classify once, bump
+  3-4 counters in the bucket of the event time. O(1), a few microseconds.
+* The fine ring's newest bucket is the *head*. When event time moves past it,
+  the head bucket is rolled up (added) once into each coarse ring. So a coarse
+  ring holds everything except the current head, which reads add back in.
+* A window ``W`` is read from the finest level whose width ``g`` divides
+  ``W``: the ``W/g`` newest buckets up to the bucket containing ``now``
+  (bucket-aligned: the window covers between ``W - g`` and ``W`` seconds).
+  Reads take ``now`` so idle scopes decay without any write.
+
+Lateness: the scope's watermark is the largest event time seen. An event more
+than ``lateness_s`` behind it is not counted in any window; it bumps
+:attr:`RollingCounts.late` instead and ``add_event`` returns ``False``. Events
+within lateness land in their own bucket (fine ring if still there, and the
+coarse rings). Callers should clamp far-future timestamps before calling,
+since one future event moves the watermark.
+
+Deltas for cross-partition scopes: build the partition-local counts with
+``track_delta=True`` and call :meth:`RollingCounts.drain_delta` every flush;
+it returns a :class:`~detectors.delta.CountsDelta` (sparse fine buckets added
+since the previous drain, plus late count and watermark) at no per-event
+cost. Ship ``delta.to_state()``; the aggregating worker calls
+``counts.merge(CountsDelta.from_state(msg))``. ``merge`` also accepts another
+``RollingCounts`` (bucket-wise sum of all levels).
+
+>>> from detectors.testing import Ev
+>>> rc = RollingCounts()
+>>> t0 = 1_700_000_000.0
+>>> for k in range(4):
+...     _ = rc.add_event(Ev("tool_call", t0 + k, status="error" if k == 3 else "ok", cost_usd=0.5))
+>>> _ = rc.add_event(Ev("monitor_flag", t0 + 5, severity="high"))
+>>> w = rc.window_counts(300, now=t0 + 10)
+>>> w["tool_calls"], w["near_misses"], w["near_misses_weighted"], w["errors"], w["cost_usd"], w["events"]
+(4.0, 1.0, 5.0, 1.0, 2.0, 5.0)
+>>> rc.window_counts(300, now=t0 + 3600)["tool_calls"]   # idle scope decays
+0.0
+>>> rc.window_counts(86400, now=t0 + 3600)["tool_calls"]
+4.0
+>>> rc.add_event(Ev("tool_call", t0 - 400))   # 400 s behind the watermark: late
+False
+>>> rc.late
+1
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+
+import numpy as _np
+from typing import Any, Iterable, Mapping, Optional, Union
+
+from detectors.base import Detector, StateError
+from detectors.config import CountsConfig
+
+__all__ = ["RollingCounts", "KEYS", "INT_KEYS", "FLOAT_KEYS", "event_vector", "DEFAULT_COUNTS_CONFIG"]
+
+#: Integer counters, in storage order.
+INT_KEYS = (
+    "tool_calls",
+    "near_misses",
+    "incidents",
+    "incidents_critical",
+    "errors",
+    "refusals",
+    "escalations",
+    "llm_calls",
+    "events",
+)
+#: Float counters, in storage order.
+FLOAT_KEYS = ("near_misses_weighted", "cost_usd")
+#: Keys of :meth:`RollingCounts.window_counts`, in this order.
+KEYS = (
+    "tool_calls",
+    "near_misses",
+    "near_misses_weighted",
+    "incidents",
+    "incidents_critical",
+    "errors",
+    "refusals",
+    "escalations",
+    "llm_calls",
+    "cost_usd",
+    "events",
+)
+NI = len(INT_KEYS)
+NF = len(FLOAT_KEYS)
+_ZI = [0] * NI
+_ZF = [0.0] * NF
+
+DEFAULT_COUNTS_CONFIG = CountsConfig()
+
+
+class _Layout:
+    """Per-config constants, computed once and shared by all scopes."""
+
+    __slots__ = ("cfg", "g", "n", "ibase", "fbase", "g0", "L0", "lateness", "wmap", "weights", "dw", "ftc", "isize", "fsize", "zi", "zf", "levels")
+
+    def __init__(self, cfg: CountsConfig) -> None:
+        self.cfg = cfg
+        self.levels = [list(x) for x in cfg.levels]
+        self.g = [int(g) for g, _ in cfg.levels]
+        self.n = [int(n) for _, n in cfg.levels]
+        self.ibase, self.fbase = [], []
+        acc = 0
+        for n in self.n:
+            self.ibase.append(acc * NI)
+            self.fbase.append(acc * NF)
+            acc += n
+        self.isize, self.fsize = acc * NI, acc * NF
+        self.g0, self.L0 = self.g[0], self.n[0]
+        self.lateness = float(cfg.lateness_s)
+        self.wmap = {}
+        self.weights = dict(cfg.severity_weights)
+        self.dw = float(cfg.default_weight)
+        self.ftc = cfg.float_typecode
+        self.zi = array("I", _ZI)
+        self.zf = array(self.ftc, _ZF)
+
+
+def _layout(cfg: CountsConfig) -> _Layout:
+    lay = getattr(cfg, "_layout", None)
+    if lay is None:
+        lay = _Layout(cfg)
+        object.__setattr__(cfg, "_layout", lay)
+    return lay
+
+
+def event_vector(ev: Any, cfg: CountsConfig = DEFAULT_COUNTS_CONFIG) -> tuple[list[int], list[float]]:
+    """Classify one event into ``(int counters, float counters)`` (storage order).
+
+    ``cost_usd`` counts on every kind except ``task_outcome`` (whose cost is a
+    task total that duplicates the per-call costs). ``errors`` counts
+    ``tool_call`` events with ``status == "error"``.
+
+    >>> from detectors.testing import Ev
+    >>> event_vector(Ev("incident", 0.0, severity="critical"))
+    ([0, 0, 1, 1, 0, 0, 0, 0, 1], [0.0, 0.0])
+    """
+    iv = [0] * NI
+    fv = [0.0] * NF
+    iv[8] = 1
+    kind = ev.kind
+    if kind == "tool_call":
+        iv[0] = 1
+        if ev.status == "error":
+            iv[4] = 1
+    elif kind == "llm_call":
+        iv[7] = 1
+    elif kind == "monitor_flag":
+        iv[1] = 1
+        lay = _layout(cfg)
+        fv[0] = lay.weights.get(ev.severity, lay.dw)
+    elif kind == "incident":
+        iv[2] = 1
+        if ev.severity == "critical":
+            iv[3] = 1
+    elif kind == "refusal":
+        iv[5] = 1
+    elif kind == "escalation":
+        iv[6] = 1
+    if kind != "task_outcome":
+        c = ev.cost_usd
+        if c:
+            fv[1] = float(c)
+    return iv, fv
+
+
+class _DeltaTracker:
+    """What was added since the last drain: head snapshot + sparse pending buckets."""
+
+    __slots__ = ("snap_b", "snap_i", "snap_f", "pending", "late0")
+
+    def __init__(self) -> None:
+        self.snap_b: Optional[int] = None
+        self.snap_i: list[int] = list(_ZI)
+        self.snap_f: list[float] = list(_ZF)
+        self.pending: dict[int, tuple[list[int], list[float]]] = {}
+        self.late0 = 0
+
+    def add(self, b: int, iv: Iterable[int], fv: Iterable[float]) -> None:
+        cur = self.pending.get(b)
+        if cur is None:
+            self.pending[b] = (list(iv), list(fv))
+        else:
+            ci, cf = cur
+            for k, x in enumerate(iv):
+                ci[k] += x
+            for k, x in enumerate(fv):
+                cf[k] += x
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "b": self.snap_b,
+            "si": list(self.snap_i),
+            "sf": list(self.snap_f),
+            "p": [[b, list(v[0]), list(v[1])] for b, v in sorted(self.pending.items())],
+            "l0": self.late0,
+        }
+
+    @classmethod
+    def from_state(cls, st: Mapping[str, Any]) -> "_DeltaTracker":
+        t = cls()
+        t.snap_b = st["b"]
+        t.snap_i = [int(x) for x in st["si"]]
+        t.snap_f = [float(x) for x in st["sf"]]
+        t.pending = {int(b): ([int(x) for x in iv], [float(x) for x in fv]) for b, iv, fv in st["p"]}
+        t.late0 = int(st["l0"])
+        return t
+
+
+class RollingCounts(Detector):
+    """Event-time rolling counters of one scope (see module docstring)."""
+
+    __slots__ = ("_lay", "_wm", "_h0", "late", "_i", "_f", "_dt")
+
+    def __init__(self, config: Optional[CountsConfig] = None, *, track_delta: bool = False) -> None:
+        lay = _layout(config or DEFAULT_COUNTS_CONFIG)
+        self._lay = lay
+        self._wm = -math.inf
+        self._h0: Optional[int] = None
+        #: Events dropped because they arrived more than ``lateness_s`` behind the watermark.
+        self.late = 0
+        self._i = array("I", bytes(4 * lay.isize))
+        self._f = array(lay.ftc, bytes(lay.fsize * (4 if lay.ftc == "f" else 8)))
+        self._dt: Optional[_DeltaTracker] = _DeltaTracker() if track_delta else None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> CountsConfig:
+        return self._lay.cfg
+
+    @property
+    def watermark(self) -> Optional[float]:
+        """Largest event time seen (``None`` when empty)."""
+        return None if self._wm == -math.inf else self._wm
+
+    @property
+    def empty(self) -> bool:
+        return self._h0 is None
+
+    # ------------------------------------------------------------------ hot path
+    def add_event(self, ev: Any) -> bool:
+        """Count one event. Returns ``False`` if it was too late (see :attr:`late`)."""
+        ts = ev.ts
+        lay = self._lay
+        if ts >= self._wm:
+            self._wm = ts
+        elif self._wm - ts > lay.lateness:
+            self.late += 1
+            return False
+        b = int(ts // lay.g0)
+        if b != self._h0:
+            self._add_other(b, ev)
+            return True
+        p = (b % lay.L0) * 9
+        i = self._i
+        i[p + 8] += 1
+        kind = ev.kind
+        if kind == "tool_call":
+            i[p] += 1
+            if ev.status == "error":
+                i[p + 4] += 1
+        elif kind == "llm_call":
+            i[p + 7] += 1
+        elif kind == "monitor_flag":
+            i[p + 1] += 1
+            self._f[(b % lay.L0) * 2] += lay.weights.get(ev.severity, lay.dw)
+        elif kind == "incident":
+            i[p + 2] += 1
+            if ev.severity == "critical":
+                i[p + 3] += 1
+        elif kind == "refusal":
+            i[p + 5] += 1
+        elif kind == "escalation":
+            i[p + 6] += 1
+        elif kind == "task_outcome":
+            return True
+        c = ev.cost_usd
+        if c:
+            self._f[(b % lay.L0) * 2 + 1] += c
+        return True
+
+    update = add_event
+
+    def add_vector(self, ts: float, ints: Iterable[int], floats: Iterable[float] = _ZF) -> bool:
+        """Count a pre-classified event/aggregate at ``ts`` (same lateness rule)."""
+        lay = self._lay
+        if ts >= self._wm:
+            self._wm = ts
+        elif self._wm - ts > lay.lateness:
+            self.late += 1
+            return False
+        self._add_bucket(int(ts // lay.g0), list(ints), list(floats))
+        return True
+
+    # ------------------------------------------------------------------ internals
+    def _add_other(self, b: int, ev: Any) -> None:
+        iv, fv = event_vector(ev, self._lay.cfg)
+        self._add_bucket(b, iv, fv)
+
+    def _add_bucket(self, b: int, iv: list[int], fv: list[float]) -> bool:
+        """Add a vector to fine bucket ``b``; returns False if outside every ring."""
+        h0 = self._h0
+        if h0 is None:
+            self._h0 = h0 = b
+        elif b > h0:
+            self._advance(b)
+            h0 = b
+        if b == h0:
+            self._add_slot(0, b % self._lay.L0, iv, fv)
+            return True
+        return self._add_past(b, iv, fv)
+
+    def _add_slot(self, j: int, slot: int, iv: Iterable[int], fv: Iterable[float]) -> None:
+        lay = self._lay
+        p = lay.ibase[j] + slot * NI
+        q = lay.fbase[j] + slot * NF
+        i, f = self._i, self._f
+        for k, x in enumerate(iv):
+            if x:
+                i[p + k] += x
+        for k, x in enumerate(fv):
+            if x:
+                f[q + k] += x
+
+    def _add_past(self, b: int, iv: list[int], fv: list[float]) -> bool:
+        """Add to a fine bucket older than the head: fine ring (if kept) + coarse rings."""
+        lay = self._lay
+        h0 = self._h0
+        assert h0 is not None
+        used = False
+        if b > h0 - lay.L0:
+            self._add_slot(0, b % lay.L0, iv, fv)
+            used = True
+        t = b * lay.g0
+        ht = h0 * lay.g0
+        for j in range(1, len(lay.g)):
+            g, n = lay.g[j], lay.n[j]
+            c = t // g
+            if c > ht // g - n:
+                self._add_slot(j, c % n, iv, fv)
+                used = True
+        if self._dt is not None and used:
+            self._dt.add(b, iv, fv)
+        return used
+
+    def _slot_vec(self, j: int, slot: int) -> tuple[list[int], list[float]]:
+        lay = self._lay
+        p = lay.ibase[j] + slot * NI
+        q = lay.fbase[j] + slot * NF
+        return self._i[p : p + NI].tolist(), self._f[q : q + NF].tolist()
+
+    def _advance(self, b: int) -> None:
+        """Move the head from ``h0`` to ``b > h0``: roll the old head up, clear stale slots."""
+        lay = self._lay
+        a = self._h0
+        assert a is not None
+        L0 = lay.L0
+        hi, hf = self._slot_vec(0, a % L0)
+        dt = self._dt
+        if dt is not None:
+            if dt.snap_b == a:
+                di = [x - y for x, y in zip(hi, dt.snap_i)]
+                df = [x - y for x, y in zip(hf, dt.snap_f)]
+            else:
+                di, df = hi, hf
+            if any(di) or any(df):
+                dt.add(a, di, df)
+            dt.snap_b = None
+        ta, tb = a * lay.g0, b * lay.g0
+        for j in range(1, len(lay.g)):
+            g, n = lay.g[j], lay.n[j]
+            ca, cb = ta // g, tb // g
+            self._add_slot(j, ca % n, hi, hf)
+            self._clear(j, ca, min(cb - ca, n))
+        self._clear(0, a, min(b - a, L0))
+        self._h0 = b
+
+    def _clear(self, j: int, after: int, k: int) -> None:
+        """Zero ``k`` slots of level ``j`` following bucket ``after``."""
+        if k <= 0:
+            return
+        lay = self._lay
+        n = lay.n[j]
+        ib, fb = lay.ibase[j], lay.fbase[j]
+        i, f = self._i, self._f
+        if k >= n:
+            i[ib : ib + n * NI] = array("I", bytes(4 * n * NI))
+            f[fb : fb + n * NF] = array(lay.ftc, [0.0] * (n * NF))
+            return
+        zi, zf = lay.zi, lay.zf
+        for c in range(after + 1, after + k + 1):
+            s = c % n
+            i[ib + s * NI : ib + s * NI + NI] = zi
+            f[fb + s * NF : fb + s * NF + NF] = zf
+
+    def _level_sums(self, j: int, lo: int, hi: int) -> list[float]:
+        """Per-key sums (storage order: ints then floats) of level ``j`` buckets ``lo..hi``."""
+        lay = self._lay
+        n = lay.n[j]
+        rb = lay.ibase[j] // NI  # first row of the level
+        I = _np.frombuffer(self._i, dtype=_np.uint32).reshape(-1, NI)
+        F = _np.frombuffer(self._f, dtype=_np.float32 if lay.ftc == "f" else _np.float64).reshape(-1, NF)
+        s0 = lo % n
+        cnt = hi - lo + 1
+        a, z = rb + s0, rb + min(s0 + cnt, n)
+        si = I[a:z].sum(axis=0, dtype=_np.int64)
+        sf = F[a:z].sum(axis=0, dtype=_np.float64)
+        if s0 + cnt > n:
+            z = rb + s0 + cnt - n
+            si = si + I[rb:z].sum(axis=0, dtype=_np.int64)
+            sf = sf + F[rb:z].sum(axis=0, dtype=_np.float64)
+        return si.tolist() + sf.tolist()
+
+    # ------------------------------------------------------------------ reads
+    def window_vector(self, window_s: float, now: float) -> list[float]:
+        """Window totals in storage order (:data:`INT_KEYS` then :data:`FLOAT_KEYS`)."""
+        h0 = self._h0
+        if h0 is None:
+            return [0.0] * (NI + NF)
+        lay = self._lay
+        j, nb = lay.cfg.window_level(window_s)
+        if now < self._wm:
+            now = self._wm
+        g = lay.g[j]
+        head = h0 if j == 0 else (h0 * lay.g0) // g
+        lo = max(int(now // g) - nb, head - lay.n[j]) + 1
+        if lo > head:
+            return [0.0] * (NI + NF)
+        out = self._level_sums(j, lo, head)
+        if j:
+            hi_, hf_ = self._slot_vec(0, h0 % lay.L0)
+            for k in range(NI):
+                out[k] += hi_[k]
+            for k in range(NF):
+                out[NI + k] += hf_[k]
+        return out
+
+    def window_counts(self, window_s: float, now: float) -> dict[str, float]:
+        """Totals over the window ``window_s`` ending at ``now`` (epoch s), keys :data:`KEYS`.
+
+        ``now`` earlier than the watermark is treated as the watermark.
+        """
+        v = self.window_vector(window_s, now)
+        return {
+            "tool_calls": float(v[0]),
+            "near_misses": float(v[1]),
+            "near_misses_weighted": float(v[9]),
+            "incidents": float(v[2]),
+            "incidents_critical": float(v[3]),
+            "errors": float(v[4]),
+            "refusals": float(v[5]),
+            "escalations": float(v[6]),
+            "llm_calls": float(v[7]),
+            "cost_usd": float(v[10]),
+            "events": float(v[8]),
+        }
+
+    def all_windows(self, now: float) -> dict[int, dict[str, float]]:
+        """:meth:`window_counts` for every configured window and the budget period."""
+        cfg = self._lay.cfg
+        return {int(w): self.window_counts(w, now) for w in tuple(cfg.windows) + (cfg.period_s,)}
+
+    def buckets(self, level: int = 0) -> list[tuple[float, dict[str, float]]]:
+        """Non-empty buckets of one level as ``(bucket start ts, counts)``, oldest first.
+
+        Coarse levels include the not-yet-rolled-up fine head, so for every
+        level the buckets sum to that level's window totals.
+        """
+        h0 = self._h0
+        if h0 is None:
+            return []
+        lay = self._lay
+        g, n = lay.g[level], lay.n[level]
+        head = h0 if level == 0 else (h0 * lay.g0) // g
+        out = []
+        for c in range(head - n + 1, head + 1):
+            iv, fv = self._slot_vec(level, c % n)
+            if level and c == head:
+                pi, pf = self._slot_vec(0, h0 % lay.L0)
+                iv = [x + y for x, y in zip(iv, pi)]
+                fv = [x + y for x, y in zip(fv, pf)]
+            if any(iv) or any(fv):
+                d = dict(zip(INT_KEYS, map(float, iv)))
+                d.update(zip(FLOAT_KEYS, map(float, fv)))
+                out.append((float(c * g), {k: d[k] for k in KEYS}))
+        return out
+
+    # ------------------------------------------------------------------ deltas / merge
+    @property
+    def tracks_delta(self) -> bool:
+        return self._dt is not None
+
+    def drain_delta(self) -> "CountsDelta":
+        """Take what ``add_event``/``add_vector``/``merge(CountsDelta)`` added since the last drain.
+
+        Requires ``track_delta=True``. Cost is O(buckets touched), nothing is
+        paid per event. ``merge(RollingCounts)`` data is not tracked.
+        """
+        from detectors.delta import CountsDelta
+
+        dt = self._dt
+        if dt is None:
+            raise ValueError("RollingCounts(track_delta=True) is required for drain_delta()")
+        lay = self._lay
+        out = CountsDelta(g0=lay.g0)
+        for b, (iv, fv) in dt.pending.items():
+            out.add(b, iv, fv)
+        h0 = self._h0
+        if h0 is not None:
+            ci, cf = self._slot_vec(0, h0 % lay.L0)
+            if dt.snap_b == h0:
+                di = [x - y for x, y in zip(ci, dt.snap_i)]
+                df = [x - y for x, y in zip(cf, dt.snap_f)]
+            else:
+                di, df = ci, cf
+            if any(di) or any(df):
+                out.add(h0, di, df)
+            dt.snap_b, dt.snap_i, dt.snap_f = h0, ci, cf
+        dt.pending = {}
+        out.late = self.late - dt.late0
+        dt.late0 = self.late
+        out.watermark = self.watermark
+        return out
+
+    def merge(self, other: Union["RollingCounts", "CountsDelta"]) -> None:
+        """Add another scope's counts (``RollingCounts``) or a drained ``CountsDelta``.
+
+        Buckets are added wherever they still fit the rings (no lateness
+        rule: partitions' watermarks differ); what fits no ring is counted in
+        :attr:`late` (by its ``events`` counter). Watermark becomes the max.
+        """
+        from detectors.delta import CountsDelta
+
+        if isinstance(other, CountsDelta):
+            self._merge_delta(other)
+        elif isinstance(other, RollingCounts):
+            self._merge_counts(other)
+        else:
+            raise TypeError(f"cannot merge {type(other).__name__}")
+
+    def _merge_delta(self, d: "CountsDelta") -> None:
+        lay = self._lay
+        if d.g0 != lay.g0:
+            raise ValueError(f"delta bucket width {d.g0} != {lay.g0}")
+        for b in sorted(d.buckets):
+            iv, fv = d.buckets[b]
+            if not self._add_bucket(b, iv, fv):
+                self.late += int(iv[8])
+        if d.watermark is not None and d.watermark > self._wm:
+            self._wm = d.watermark
+        self.late += d.late
+
+    def _merge_counts(self, o: "RollingCounts") -> None:
+        lay = self._lay
+        if o._lay.levels != lay.levels:
+            raise ValueError("cannot merge RollingCounts with different levels")
+        if o._h0 is None:
+            self.late += o.late
+            return
+        H = o._h0 if self._h0 is None or o._h0 > self._h0 else self._h0
+        if self._h0 is None:
+            self._h0 = H
+        elif H > self._h0:
+            self._advance(H)
+        oh = o._h0
+        # coarse levels: other's rings already hold everything but its head
+        for j in range(1, len(lay.g)):
+            g, n = lay.g[j], lay.n[j]
+            ohead, shead = (oh * lay.g0) // g, (H * lay.g0) // g
+            for c in range(max(ohead - n, shead - n) + 1, ohead + 1):
+                iv, fv = o._slot_vec(j, c % n)
+                if any(iv) or any(fv):
+                    self._add_slot(j, c % n, iv, fv)
+        # fine level: other's buckets; its head is pending there, so it must
+        # reach our coarse rings too unless it is our head as well
+        L0 = lay.L0
+        for b in range(max(oh - L0, H - L0) + 1, oh + 1):
+            iv, fv = o._slot_vec(0, b % L0)
+            if not (any(iv) or any(fv)):
+                continue
+            self._add_slot(0, b % L0, iv, fv)
+        if oh < H:
+            iv, fv = o._slot_vec(0, oh % L0)
+            t, ht = oh * lay.g0, H * lay.g0
+            for j in range(1, len(lay.g)):
+                g, n = lay.g[j], lay.n[j]
+                c = t // g
+                if c > ht // g - n:
+                    self._add_slot(j, c % n, iv, fv)
+        if o._wm > self._wm:
+            self._wm = o._wm
+        self.late += o.late
+
+    # ------------------------------------------------------------------ state
+    def to_state(self) -> dict[str, Any]:
+        """``{"v", "levels", "ft", "wm", "h0", "late", "i", "f", "dt"}`` (plain JSON).
+
+        ``i``/``f`` are the raw rings (bucket-major, ``len(INT_KEYS)`` resp.
+        ``len(FLOAT_KEYS)`` values per bucket, levels concatenated finest
+        first; slot of bucket ``c`` in level ``j`` is ``c % n_j``). ``h0`` is
+        the fine head bucket index (``ts // g0``). ``dt`` is the delta
+        tracker or ``None``.
+        """
+        lay = self._lay
+        return {
+            "v": self.STATE_VERSION,
+            "levels": [list(x) for x in lay.levels],
+            "ft": lay.ftc,
+            "wm": self.watermark,
+            "h0": self._h0,
+            "late": self.late,
+            "i": self._i.tolist(),
+            "f": self._f.tolist(),
+            "dt": None if self._dt is None else self._dt.to_state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], config: Optional[CountsConfig] = None) -> "RollingCounts":
+        """Rebuild from :meth:`to_state`; ``config`` must have the same levels/typecode."""
+        cls._check_version(state)
+        cfg = config or DEFAULT_COUNTS_CONFIG
+        lay = _layout(cfg)
+        if [list(x) for x in state["levels"]] != lay.levels or state["ft"] != lay.ftc:
+            raise StateError("RollingCounts state has a different bucket layout than the config")
+        self = cls.__new__(cls)
+        self._lay = lay
+        wm = state["wm"]
+        self._wm = -math.inf if wm is None else float(wm)
+        self._h0 = None if state["h0"] is None else int(state["h0"])
+        self.late = int(state["late"])
+        self._i = array("I", state["i"])
+        self._f = array(lay.ftc, state["f"])
+        if len(self._i) != lay.isize or len(self._f) != lay.fsize:
+            raise StateError("RollingCounts state has wrong ring sizes")
+        dt = state.get("dt")
+        self._dt = None if dt is None else _DeltaTracker.from_state(dt)
+        return self
+
+
+from detectors.delta import CountsDelta  # noqa: E402  (re-export for type hints)

@@ -1,0 +1,205 @@
+"""Per-agent online drift: ADWIN on rates and magnitudes, plus tool-mix drift.
+
+Signals (the ``signal`` of each :class:`~detectors.types.DriftReport`):
+
+=================== ===================================================== ==============================
+signal              stream fed to ADWIN                                   ``before`` / ``after`` units
+=================== ===================================================== ==============================
+``near_miss_rate``  0 per ``tool_call``, 1 per ``monitor_flag``           near-misses per tool call
+``refusal_rate``    0 per ``tool_call``, 1 per ``refusal``                refusals / (tool calls + refusals)
+``tool_latency_ms`` ``log(latency_ms + 1)`` of ``tool_call``              ms (geometric mean)
+``llm_latency_ms``  ``log(latency_ms + 1)`` of ``llm_call``               ms (geometric mean)
+``cost_usd``        ``log(cost_usd + 1e-4)`` of ``tool_call``/``llm_call`` USD (geometric mean)
+``tokens``          ``log(input + output tokens + 1)`` of ``llm_call``    tokens (geometric mean)
+``tool_mix``        see :mod:`detectors.toolmix` (detector ``"jsd"``)      share of the most-moved tool
+=================== ===================================================== ==============================
+
+Near-miss indicator choice: flags are not linked back to calls here (no
+``tool_call_id`` in the event protocol), so the ADWIN stream is the merged
+sequence of tool calls (0) and flags (1). Its mean ``m`` is
+``flags / (calls + flags)``; reports convert it to flags per call
+``m / (1 - m)``. Magnitudes are log-transformed (``DriftConfig.log_transform``)
+because ADWIN's bound assumes light tails; reports convert back, so
+``before``/``after`` are geometric means. ADWIN detects changes both ways;
+filter on ``after > before`` if only rises matter. After a report a signal
+stays quiet for ``DriftConfig.cooldown`` updates (ADWIN cuts several times
+while trimming the old sub-window).
+
+>>> import random
+>>> from detectors.testing import Ev
+>>> rng = random.Random(3)
+>>> d = AgentDrift()
+>>> reports = []
+>>> for i in range(6000):
+...     p = 0.05 if i < 3000 else 0.25
+...     kind = "monitor_flag" if rng.random() < p else "tool_call"
+...     reports += d.update(Ev(kind, 1e9 + i, tool="t"))
+>>> r = reports[0]
+>>> r.signal, r.before < 0.06 < r.after, r.ts > 1e9 + 3000
+('near_miss_rate', True, True)
+>>> round(d.level("near_miss_rate"), 2)   # flags per call after the shift (0.25 / 0.75)
+0.3
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Optional
+
+from detectors.adwin import Adwin
+from detectors.base import Detector, StateError
+from detectors.config import DriftConfig
+from detectors.toolmix import ToolMix
+from detectors.types import DriftReport
+
+__all__ = ["AgentDrift", "SIGNALS"]
+
+#: signal -> log offset (``None`` = 0/1 indicator stream)
+SIGNALS: dict[str, Optional[float]] = {
+    "near_miss_rate": None,
+    "refusal_rate": None,
+    "tool_latency_ms": 1.0,
+    "llm_latency_ms": 1.0,
+    "cost_usd": 1e-4,
+    "tokens": 1.0,
+}
+
+_log = math.log
+
+
+class _Sig(Adwin):
+    """An ADWIN plus the per-signal report cooldown (one Python call per update)."""
+
+    __slots__ = ("cool",)
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.cool = 0
+
+    def feed(self, x: float, cooldown: int) -> Optional[tuple[float, float]]:
+        self.n += 1
+        self.s += x
+        if self._core.update(x):
+            w = int(self._core.get_width())
+            t = float(self._core.get_total())
+            dn = self.n - w
+            before = (self.s - t) / dn if dn > 0 else math.nan
+            after = t / w if w else math.nan
+            self.n, self.s = w, t
+            if self.cool:
+                self.cool -= 1
+                return None
+            self.cool = cooldown
+            return (before, after)
+        if self.cool:
+            self.cool -= 1
+        return None
+
+
+class AgentDrift(Detector):
+    """All drift detectors of one agent. ``update(ev) -> list[DriftReport]``."""
+
+    __slots__ = ("_cfg", "_sig", "mix")
+
+    def __init__(self, config: Optional[DriftConfig] = None) -> None:
+        self._cfg = config or DriftConfig()
+        self._sig: dict[str, _Sig] = {}
+        self.mix = ToolMix(self._cfg)
+
+    def _new(self, name: str) -> _Sig:
+        c = self._cfg
+        s = self._sig[name] = _Sig(c.delta, c.clock, c.max_buckets, c.min_window_length, c.grace_period)
+        return s
+
+    def _feed(self, name: str, x: float, ts: float, out: list[DriftReport]) -> None:
+        s = self._sig.get(name) or self._new(name)
+        r = s.feed(x, self._cfg.cooldown)
+        if r is not None:
+            out.append(self._report(name, r[0], r[1], ts))
+
+    def _report(self, name: str, before: float, after: float, ts: float) -> DriftReport:
+        off = SIGNALS[name]
+        if off is None:
+            if name == "near_miss_rate":
+                before = before / (1.0 - before) if before < 1.0 else math.inf
+                after = after / (1.0 - after) if after < 1.0 else math.inf
+        elif self._cfg.log_transform:
+            before = math.exp(before) - off
+            after = math.exp(after) - off
+        return DriftReport("adwin", name, before, after, ts, abs(after - before))
+
+    def update(self, ev: Any) -> list[DriftReport]:
+        """Feed one event; returns the drift reports it triggered (usually none)."""
+        out: list[DriftReport] = []
+        kind = ev.kind
+        ts = ev.ts
+        lg = self._cfg.log_transform
+        if kind == "tool_call":
+            sig = self._sig
+            cd = self._cfg.cooldown
+            r = (sig.get("near_miss_rate") or self._new("near_miss_rate")).feed(0.0, cd)
+            if r is not None:
+                out.append(self._report("near_miss_rate", r[0], r[1], ts))
+            r = (sig.get("refusal_rate") or self._new("refusal_rate")).feed(0.0, cd)
+            if r is not None:
+                out.append(self._report("refusal_rate", r[0], r[1], ts))
+            x = ev.latency_ms
+            if x is not None:
+                self._feed("tool_latency_ms", _log(x + 1.0) if lg else x, ts, out)
+            x = ev.cost_usd
+            if x is not None:
+                self._feed("cost_usd", _log(x + 1e-4) if lg else x, ts, out)
+            r = self.mix.update(ev.tool, ts)
+            if r is not None:
+                out.append(r)
+        elif kind == "llm_call":
+            x = ev.latency_ms
+            if x is not None:
+                self._feed("llm_latency_ms", _log(x + 1.0) if lg else x, ts, out)
+            x = ev.cost_usd
+            if x is not None:
+                self._feed("cost_usd", _log(x + 1e-4) if lg else x, ts, out)
+            a, b = ev.input_tokens, ev.output_tokens
+            if a is not None or b is not None:
+                x = (a or 0) + (b or 0)
+                self._feed("tokens", _log(x + 1.0) if lg else x, ts, out)
+        elif kind == "monitor_flag":
+            self._feed("near_miss_rate", 1.0, ts, out)
+        elif kind == "refusal":
+            self._feed("refusal_rate", 1.0, ts, out)
+        return out
+
+    def level(self, signal: str) -> Optional[float]:
+        """Current level of a signal (same units as reports), ``None`` if never fed."""
+        if signal == "tool_mix":
+            return None
+        s = self._sig.get(signal)
+        if s is None or s.width == 0:
+            return None
+        m = s.estimation
+        return self._report(signal, m, m, 0.0).after
+
+    def to_state(self) -> dict[str, Any]:
+        """``{"v", "sig": {signal: {"ad": Adwin state, "cool": int}}, "mix": ToolMix state}``."""
+        return {
+            "v": self.STATE_VERSION,
+            "sig": {k: {"ad": Adwin.to_state(s), "cool": s.cool} for k, s in sorted(self._sig.items())},
+            "mix": self.mix.to_state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], config: Optional[DriftConfig] = None) -> "AgentDrift":
+        """Rebuild; an ADWIN saved by another river version restarts empty (drift relearns)."""
+        cls._check_version(state)
+        self = cls(config)
+        for k, v in state["sig"].items():
+            if k not in SIGNALS:
+                continue
+            try:
+                sg = _Sig.from_state(v["ad"])
+                sg.cool = int(v["cool"])
+                self._sig[k] = sg
+            except StateError:
+                self._new(k)
+        self.mix = ToolMix.from_state(state["mix"], self._cfg)
+        return self

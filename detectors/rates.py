@@ -1,0 +1,173 @@
+"""Rates with uncertainty: Wilson / Jeffreys intervals, Beta exceedance, Poisson (Garwood).
+
+Read-time helpers (scipy is imported lazily, never on the per-event path).
+
+>>> est = rate_estimate(10, 40, objective=0.05)
+>>> round(est.rate, 3), round(est.lower, 4), round(est.upper, 4)
+(0.25, 0.1419, 0.4019)
+>>> est.p_exceeds > 0.999
+True
+>>> rule = EvidenceRule(min_trials=30, min_successes=3)
+>>> rule.exceeded(1, 2, 0.05), rule.exceeded(10, 40, 0.05)
+(False, True)
+>>> lo, hi = poisson_interval(0)
+>>> lo, round(hi, 4)
+(0.0, 3.6889)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
+from typing import Optional
+
+__all__ = [
+    "RateEstimate",
+    "EvidenceRule",
+    "rate_estimate",
+    "wilson_interval",
+    "jeffreys_interval",
+    "beta_exceedance",
+    "poisson_interval",
+    "z_value",
+]
+
+#: Jeffreys prior Beta(1/2, 1/2).
+JEFFREYS = (0.5, 0.5)
+
+
+@lru_cache(maxsize=64)
+def z_value(confidence: float) -> float:
+    """Two-sided standard-normal quantile, e.g. 1.96 for 0.95."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError("confidence must be in (0, 1)")
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
+
+
+def wilson_interval(k: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes in ``n`` trials (``(0, 1)`` if ``n == 0``).
+
+    >>> tuple(round(x, 4) for x in wilson_interval(1, 2))
+    (0.0945, 0.9055)
+    """
+    if n <= 0:
+        return (0.0, 1.0)
+    z = z_value(confidence)
+    p = k / n
+    z2 = z * z
+    den = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / den
+    half = z * math.sqrt(max(p * (1 - p) / n + z2 / (4 * n * n), 0.0)) / den
+    lo = 0.0 if k <= 0 else max(0.0, center - half)
+    hi = 1.0 if k >= n else min(1.0, center + half)
+    return (lo, hi)
+
+
+def jeffreys_interval(k: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Equal-tailed Beta(k+1/2, n-k+1/2) posterior interval (scipy)."""
+    from scipy.special import betaincinv
+
+    a, b = k + 0.5, n - k + 0.5
+    alpha = 1.0 - confidence
+    lo = 0.0 if k <= 0 else float(betaincinv(a, b, alpha / 2))
+    hi = 1.0 if k >= n else float(betaincinv(a, b, 1 - alpha / 2))
+    return (lo, hi)
+
+
+def beta_exceedance(k: float, n: float, objective: float, prior: tuple[float, float] = JEFFREYS) -> float:
+    """Posterior P(rate > objective) under Beta(prior) after ``k`` of ``n``.
+
+    >>> round(beta_exceedance(0, 0, 0.5, prior=(1, 1)), 6)
+    0.5
+    """
+    if objective <= 0.0:
+        return 1.0
+    if objective >= 1.0:
+        return 0.0
+    from scipy.special import betainc
+
+    a, b = k + prior[0], (n - k) + prior[1]
+    # P(X > x) for X ~ Beta(a, b) = I_{1-x}(b, a)
+    return float(betainc(b, a, 1.0 - objective))
+
+
+@dataclass(frozen=True, slots=True)
+class RateEstimate:
+    """Point estimate ``successes / trials`` with an interval and P(rate > objective)."""
+
+    successes: float
+    trials: float
+    rate: float
+    lower: float
+    upper: float
+    p_exceeds: Optional[float] = None
+
+
+def rate_estimate(
+    k: float,
+    n: float,
+    objective: Optional[float] = None,
+    confidence: float = 0.95,
+    method: str = "wilson",
+    prior: tuple[float, float] = JEFFREYS,
+) -> RateEstimate:
+    """Rate ``k/n`` with a ``method`` (``"wilson"`` | ``"jeffreys"``) interval.
+
+    ``p_exceeds`` is the Beta-posterior probability that the true rate is
+    above ``objective`` (``None`` without an objective).
+    """
+    if k < 0 or n < 0 or k > n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    rate = k / n if n else 0.0
+    if method == "wilson":
+        lo, hi = wilson_interval(k, n, confidence)
+    elif method == "jeffreys":
+        lo, hi = jeffreys_interval(k, n, confidence)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    pe = None if objective is None else beta_exceedance(k, n, objective, prior)
+    return RateEstimate(float(k), float(n), rate, lo, hi, pe)
+
+
+@dataclass(frozen=True)
+class EvidenceRule:
+    """Minimum evidence before a rate may be declared above its objective.
+
+    Exceeded iff ``trials >= min_trials`` and ``successes >= min_successes``
+    and the lower confidence bound (``method``) is above the objective; if
+    ``min_p_exceeds`` is set, the Beta posterior P(rate > objective) must
+    reach it as well.
+    """
+
+    min_trials: float = 30
+    min_successes: float = 3
+    confidence: float = 0.95
+    method: str = "wilson"
+    min_p_exceeds: Optional[float] = None
+
+    def enough(self, k: float, n: float) -> bool:
+        """Enough data to judge at all."""
+        return n >= self.min_trials and k >= self.min_successes
+
+    def exceeded(self, k: float, n: float, objective: float) -> bool:
+        if not self.enough(k, n):
+            return False
+        est = rate_estimate(k, n, objective if self.min_p_exceeds is not None else None, self.confidence, self.method)
+        if est.lower <= objective:
+            return False
+        return self.min_p_exceeds is None or (est.p_exceeds or 0.0) >= self.min_p_exceeds
+
+
+def poisson_interval(k: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Garwood (chi-square) exact interval for a Poisson count ``k``.
+
+    ``lower = chi2.ppf(a/2, 2k) / 2``, ``upper = chi2.ppf(1 - a/2, 2k + 2) / 2``.
+    """
+    from scipy.special import gammaincinv
+
+    alpha = 1.0 - confidence
+    lo = 0.0 if k <= 0 else float(gammaincinv(k, alpha / 2))
+    hi = float(gammaincinv(k + 1, 1 - alpha / 2))
+    return (lo, hi)

@@ -1,0 +1,190 @@
+"""Trace event schema version 1 (DESIGN.md), as pydantic v2 models.
+
+One Kafka message on ``agent-traces`` holds one event object or a JSON array of
+events of the same agent. ``ts`` is normalised to epoch seconds (float); unknown
+extra fields move into ``attributes`` (non-scalars are kept as compact JSON text).
+
+>>> ev = TraceEvent.model_validate({"schema_version": "1", "event_id": "e1",
+...     "ts": 1793491200000, "agent_id": "a", "kind": "tool_call", "tool": "search",
+...     "region": "eu"})
+>>> ev.ts, ev.attributes
+(1793491200.0, {'region': 'eu'})
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+import orjson
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+
+SCHEMA_VERSION = "1"
+KINDS: tuple[str, ...] = (
+    "tool_call",
+    "llm_call",
+    "monitor_flag",
+    "incident",
+    "refusal",
+    "escalation",
+    "task_outcome",
+)
+TOOL_KINDS: frozenset[str] = frozenset({"tool_call"})
+MAX_ID_LEN = 128
+MAX_TEXT_LEN = 256
+MAX_ATTRIBUTES = 64
+MAX_ATTRIBUTE_VALUE_LEN = 1024
+#: how far in the future an event's ``ts`` may lie (clock skew allowance)
+MAX_FUTURE_S = 86_400.0
+
+Kind = Literal["tool_call", "llm_call", "monitor_flag", "incident", "refusal", "escalation", "task_outcome"]
+Scalar = Union[str, int, float, bool, None]
+
+
+class FutureTimestamp(ValueError):
+    """``ts`` lies more than a day ahead of the worker's clock."""
+
+
+def _parse_ts(value: Any) -> float:
+    """RFC 3339 string or epoch milliseconds (int) -> epoch seconds."""
+    if isinstance(value, bool):
+        raise ValueError("ts must be an RFC 3339 string or epoch milliseconds, not a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("ts in epoch milliseconds must be >= 0")
+        seconds = value / 1000.0
+    elif isinstance(value, str):
+        if len(value) > 64:
+            raise ValueError("ts string is too long for an RFC 3339 timestamp")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("ts is not an RFC 3339 timestamp") from None
+        if parsed.tzinfo is None:
+            raise ValueError("ts must carry a UTC offset (RFC 3339), e.g. 2026-11-01T00:00:00Z")
+        seconds = parsed.timestamp()
+    else:
+        raise ValueError("ts must be an RFC 3339 string or epoch milliseconds")
+    if seconds > time.time() + MAX_FUTURE_S:
+        raise ValueError("future_timestamp: ts is more than a day in the future")
+    return seconds
+
+
+EpochSeconds = Annotated[
+    float,
+    BeforeValidator(_parse_ts),
+    WithJsonSchema(
+        {
+            "oneOf": [
+                {"type": "string", "format": "date-time", "description": "RFC 3339 with offset"},
+                {"type": "integer", "minimum": 0, "description": "epoch milliseconds"},
+            ]
+        }
+    ),
+]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_LEN)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+AttributeValue = Union[Annotated[str, Field(max_length=MAX_ATTRIBUTE_VALUE_LEN)], int, float, bool, None]
+
+
+class TraceEvent(BaseModel):
+    """One agent trace event, schema version 1."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        str_max_length=MAX_ATTRIBUTE_VALUE_LEN,
+        title="tripwire trace event v1",
+    )
+
+    schema_version: Literal["1"]
+    event_id: Id
+    ts: EpochSeconds
+    agent_id: Id
+    kind: Kind
+    tenant: Id | None = None
+    session_id: Text | None = None
+    task_id: Text | None = None
+    attempt: Annotated[int, Field(ge=1)] | None = None
+    tool: Id | None = None
+    tool_call_id: Text | None = None
+    model: Text | None = None
+    status: Literal["ok", "error"] | None = None
+    error_type: Text | None = None
+    latency_ms: NonNegative | None = None
+    cost_usd: NonNegative | None = None
+    input_tokens: NonNegative | None = None
+    output_tokens: NonNegative | None = None
+    human_minutes: NonNegative | None = None
+    severity: Literal["low", "medium", "high", "critical"] | None = None
+    monitor: Text | None = None
+    action: Literal["blocked", "modified", "warned"] | None = None
+    outcome: Literal["success", "failure"] | None = None
+    intervened: bool | None = None
+    should_refuse: bool | None = None
+    drill_id: Id | None = None
+    attributes: Annotated[dict[Annotated[str, Field(max_length=MAX_ID_LEN)], AttributeValue], Field(max_length=MAX_ATTRIBUTES)] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _extras_into_attributes(cls, data: Any) -> Any:
+        """Keep unknown fields: move them into ``attributes`` (never an error)."""
+        if not isinstance(data, dict):
+            return data
+        extra = data.keys() - _FIELDS
+        if not extra:
+            return data
+        data = dict(data)
+        attrs = data.get("attributes")
+        attrs = dict(attrs) if isinstance(attrs, dict) else {}
+        for name in extra:
+            value = data.pop(name)
+            if isinstance(value, (dict, list)):
+                value = orjson.dumps(value).decode()[:MAX_ATTRIBUTE_VALUE_LEN]
+            elif isinstance(value, float) and not math.isfinite(value):
+                value = None
+            attrs.setdefault(str(name)[:MAX_ID_LEN], value)
+        data["attributes"] = attrs
+        return data
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> "TraceEvent":
+        if self.kind in TOOL_KINDS and self.tool is None:
+            raise ValueError(f"a {self.kind} event needs a 'tool'")
+        if self.kind == "task_outcome" and self.outcome is None:
+            raise ValueError("a task_outcome event needs an 'outcome'")
+        return self
+
+
+_FIELDS = frozenset(TraceEvent.model_fields)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema for producers in other languages (``schemas/trace-event-v1.json``)."""
+    schema = TraceEvent.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://tripwire.dev/schemas/trace-event-v1.json"
+    schema["additionalProperties"] = True
+    schema["description"] = (
+        "One agent trace event (schema version 1). A Kafka message on agent-traces holds one "
+        "event object or a JSON array of events that all carry the message key's agent_id. "
+        "Unknown extra fields are accepted and kept in attributes. tool is required when kind "
+        "is tool_call; outcome when kind is task_outcome."
+    )
+    schema["allOf"] = [
+        {"if": {"properties": {"kind": {"const": "tool_call"}}}, "then": {"required": ["tool"]}},
+        {"if": {"properties": {"kind": {"const": "task_outcome"}}}, "then": {"required": ["outcome"]}},
+    ]
+    return schema

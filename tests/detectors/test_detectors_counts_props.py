@@ -1,0 +1,150 @@
+"""Hypothesis properties of RollingCounts against a brute-force reference model."""
+
+import math
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from detectors import CountsConfig, CountsDelta, KEYS, RollingCounts, event_vector
+from detectors.counts import FLOAT_KEYS, INT_KEYS
+from detectors.testing import Ev
+
+T0 = 86400.0 * 20834
+CFG = CountsConfig(lateness_s=300)
+WINDOWS = tuple(CFG.windows) + (CFG.period_s,)
+KINDS = ["tool_call", "llm_call", "monitor_flag", "incident", "refusal", "escalation", "task_outcome"]
+
+ev_st = st.builds(
+    lambda kind, sev, err, cost: (kind, sev, err, cost),
+    st.sampled_from(KINDS),
+    st.sampled_from([None, "low", "medium", "high", "critical"]),
+    st.booleans(),
+    st.sampled_from([None, 0.0, 0.25, 0.5, 2.0]),
+)
+# time increments relative to the previous event: mostly forward, sometimes back (late or not)
+step_st = st.one_of(
+    st.integers(0, 120),
+    st.integers(-900, 0),
+    st.integers(0, 4 * 3600),
+    st.sampled_from([86400, 3 * 86400, 31 * 86400]),
+)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def make_events(specs, steps, monotone_within_lateness=False):
+    evs = []
+    t = T0
+    wm = -math.inf
+    for (kind, sev, err, cost), dt in zip(specs, steps):
+        if monotone_within_lateness:
+            t = (wm if wm > -math.inf else T0) + max(dt, -300)
+        else:
+            t = t + dt
+        t += 0.5
+        wm = max(wm, t)
+        evs.append(Ev(kind, t, severity=sev, status="error" if err else "ok", cost_usd=cost))
+    return evs
+
+
+def reference(evs, now, lateness=CFG.lateness_s):
+    """Accepted events and per-window totals computed naively."""
+    wm = -math.inf
+    acc, late = [], 0
+    for e in evs:
+        if e.ts >= wm:
+            wm = e.ts
+        elif wm - e.ts > lateness:
+            late += 1
+            continue
+        acc.append(e)
+    now = max(now, wm)
+    out = {}
+    for w in WINDOWS:
+        j, n = CFG.window_level(w)
+        g = CFG.levels[j][0]
+        hi = int(now // g)
+        tot = [0.0] * 11
+        for e in acc:
+            if hi - n < int(e.ts // g) <= hi:
+                iv, fv = event_vector(e, CFG)
+                for k, x in enumerate(iv + fv):
+                    tot[k] += x
+        d = dict(zip(INT_KEYS + FLOAT_KEYS, tot))
+        out[w] = {k: d[k] for k in KEYS}
+    return out, late
+
+
+@SETTINGS
+@given(st.lists(st.tuples(ev_st, step_st), min_size=1, max_size=120), st.integers(0, 5 * 86400))
+def test_matches_reference_model(items, extra):
+    evs = make_events([a for a, _ in items], [b for _, b in items])
+    rc = RollingCounts(CFG)
+    for e in evs:
+        rc.add_event(e)
+    now = max(e.ts for e in evs) + extra
+    ref, late = reference(evs, now)
+    assert rc.late == late
+    for w in WINDOWS:
+        got = rc.window_counts(w, now)
+        assert all(v >= 0 for v in got.values())
+        assert got == ref[w], w
+
+
+@SETTINGS
+@given(st.lists(st.tuples(ev_st, step_st), min_size=1, max_size=80), st.integers(0, 86400))
+def test_bucket_sums_and_state_identity(items, extra):
+    evs = make_events([a for a, _ in items], [b for _, b in items])
+    rc = RollingCounts(CFG, track_delta=True)
+    for k, e in enumerate(evs):
+        rc.add_event(e)
+        if k % 7 == 3:
+            rc.drain_delta()
+    now = max(e.ts for e in evs) + extra
+    for w in WINDOWS:
+        j, n = CFG.window_level(w)
+        g = CFG.levels[j][0]
+        lo = (int(now // g) - n + 1) * g
+        tot = dict.fromkeys(KEYS, 0.0)
+        for start, c in rc.buckets(j):
+            if start >= lo:
+                for k in KEYS:
+                    tot[k] += c[k]
+        assert tot == rc.window_counts(w, now)
+    s1 = rc.to_state()
+    s2 = RollingCounts.from_state(orjson.loads(orjson.dumps(s1)), CFG).to_state()
+    assert s1 == s2
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(ev_st, step_st, st.integers(0, 2)), min_size=1, max_size=120),
+    st.integers(0, 86400),
+    st.integers(1, 9),
+)
+def test_merge_and_delta_equal_direct(items, extra, flush_every):
+    evs = make_events([a for a, _, _ in items], [b for _, b, _ in items], monotone_within_lateness=True)
+    parts = [RollingCounts(CFG, track_delta=True) for _ in range(3)]
+    direct = RollingCounts(CFG)
+    agg_delta = RollingCounts(CFG)
+    for k, (e, (_, _, p)) in enumerate(zip(evs, items)):
+        assert parts[p].add_event(e)
+        assert direct.add_event(e)
+        if k % flush_every == 0:
+            combined = CountsDelta(60)
+            for q in parts:
+                combined.merge(q.drain_delta())
+            agg_delta.merge(combined)
+    combined = CountsDelta(60)
+    for q in parts:
+        combined.merge(q.drain_delta())
+    agg_delta.merge(combined)
+    agg_full = RollingCounts(CFG)
+    for q in parts:
+        agg_full.merge(q)
+    now = max(e.ts for e in evs) + extra
+    for w in WINDOWS:
+        want = direct.window_counts(w, now)
+        assert agg_delta.window_counts(w, now) == want, ("delta", w)
+        assert agg_full.window_counts(w, now) == want, ("full", w)
+    assert agg_delta.late == 0 and agg_full.late == 0
