@@ -85,6 +85,9 @@ class OperatorRegistry:
             out.append((name, Role[role], bytes.fromhex(digest)))
         return cls(out)
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     def authenticate(self, authorization_header: str | None) -> Operator | None:
         """The operator whose token is presented, or None. Constant-time over all entries."""
         if not authorization_header or len(authorization_header) > MAX_TOKEN_LEN + 16:

@@ -1,23 +1,48 @@
-"""The faust-streaming application: a thin transport around :class:`TracePipeline`.
+"""The faust-streaming application: a thin transport around pipeline, monitor and API.
 
-faust owns what it is good at: the consumer group, partition assignment,
-changelog-backed tables and offset commits. Everything else (decoding, detectors,
-breakers) lives in plain Python objects that this module feeds, so the transport
-stays replaceable.
+faust owns what it is good at: the consumer group, partition assignment, the
+changelog-backed table that checkpoints detector state, offset commits and the web
+server. Decoding (``pipeline``), statistics and decisions (``monitor`` →
+``detectors`` / ``breakers``) and the HTTP logic (``api``) are plain Python objects
+that this module feeds, so the transport stays thin and replaceable.
+
+Data flow per worker::
+
+    agent-traces ─► ingest agent ─► TracePipeline ─► Monitor.ingest      (hot path, per message)
+                                  └► agent-traces-dlq                     (rejects, with reason)
+    timer (0.25 s) ─► Monitor.evaluate ─► breaker-state (compacted) + breaker-events (audit)
+                                        └► Alertmanager (escalations / open breakers)
+    timer (2 s) ─► Monitor.checkpoint ─► scope-state table changelog (per agent, agent's partition)
+    breaker-state ─► StateReader (every partition, every worker) ─► Monitor.states ─► /v1/authz
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
+import os
+import signal
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
+import orjson
 from faust.web import Request, Response, View
 
+from breakers.alertmanager import ALERT_ESCALATED, AsyncAlertmanager
+from breakers.introspect import KeyRing
+from breakers.operators import OperatorRegistry
+from breakers.policy import PolicyInvalid, load_policy
+from streams.api import Api, Reply
 from streams.metrics import Metrics, gauge
+from streams.monitor import Change, Monitor
 from streams.pipeline import TracePipeline
 from streams.settings import Settings
+from streams.state_reader import StateReader
+from streams.views import breaker_families, monitor_families
 
 log = logging.getLogger("tripwire.worker")
 
@@ -27,28 +52,65 @@ log = logging.getLogger("tripwire.worker")
 REBALANCE_TIMEOUT_S = 10.0
 SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_INTERVAL_S = 1.0
+ALERT_OPEN = "TripwireBreakerOpen"
+_ALERTING = {ALERT_ESCALATED: ("escalated",), ALERT_OPEN: ("open", "forced_open", "half_open")}
+
+
+#: modules that add agents, timers or routes to the worker: each has ``register(ctx: AppContext)``
+EXTENSIONS = ("streams.drill_api", "streams.otlp_agent", "streams.ingest_api")
+
+
+@dataclass
+class AppContext:
+    """What extensions get to wire themselves in."""
+
+    app: faust.App
+    settings: Settings
+    pipeline: TracePipeline
+    monitor: Monitor
+    metrics: Metrics
+    api: Api
+    publish: Callable[[Change], Awaitable[None]]
+    readiness: "Readiness"
+    events_topic: Any
+    traces_topic: Any
 
 
 class Readiness:
-    """Ready = the consumer joined its group, holds an assignment and state is recovered."""
+    """Ready = joined the group with an assignment, tables recovered, breaker states read."""
 
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: faust.App, reader: StateReader) -> None:
         self.app = app
+        self.reader = reader
         self.assigned_once = False
-        self.last_error: str | None = None
 
     def check(self) -> tuple[bool, str]:
-        app = self.app
         if not self.assigned_once:
             return False, "waiting for the consumer group assignment"
-        if app.rebalancing:
+        if self.app.rebalancing:
             return False, "rebalancing"
-        recovery = getattr(app.tables, "recovery", None)
+        recovery = getattr(self.app.tables, "recovery", None)
         if recovery is not None and recovery.in_recovery:
-            return False, "recovering table state from changelogs"
-        if self.last_error:
-            return False, self.last_error
+            return False, "recovering detector state from changelogs"
+        if not self.reader.caught_up:
+            return False, "reading breaker-state"
+        if self.reader.error:
+            return False, f"breaker-state reader: {self.reader.error}"
         return True, "consuming"
+
+
+def _operators(settings: Settings) -> OperatorRegistry:
+    entries = list(settings.operators)
+    if settings.operator_tokens_file:
+        import yaml
+
+        extra = yaml.safe_load(settings.operator_tokens_file.read_text()) or []
+        entries.extend(extra.get("operators", []) if isinstance(extra, dict) else extra)
+    return OperatorRegistry.from_config(entries)
+
+
+def _reply(view: View, r: Reply) -> Response:
+    return view.json(r.body, status=r.status, headers=r.headers)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -74,27 +136,53 @@ def create_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=REBALANCE_TIMEOUT_S,
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        table_standby_replicas=0,
     )
+    policy = load_policy(settings.policy_file)
+    monitor = Monitor(policy, lateness_s=settings.lateness_s)
+    pipeline = TracePipeline(settings, sink=monitor.ingest)
     metrics = Metrics()
-    pipeline = TracePipeline(settings)
+    reader = StateReader(settings.bootstrap, settings.topics.breaker_state, monitor.apply_remote)
+    readiness = Readiness(app, reader)
+    alerts = AsyncAlertmanager(settings.alertmanager_url) if settings.alertmanager_url else None
+    counters = {"alert_ok": 0, "alert_error": 0, "reload_ok": 0, "reload_error": 0}
+    pending_alerts: list[tuple[str, dict[str, Any]]] = []
+
     metrics.add_source(pipeline.counters.families)
-    readiness = Readiness(app)
+    metrics.add_source(lambda: monitor_families(monitor, settings))
+    metrics.add_source(lambda: breaker_families(monitor, counters))
     metrics.add_source(lambda: [gauge("tripwire_worker_ready", "1 when the worker is ready (see /readyz).", [],
                                       [([], 1.0 if readiness.check()[0] else 0.0)])])
-    app.tripwire = {"settings": settings, "pipeline": pipeline, "metrics": metrics, "readiness": readiness}  # type: ignore[attr-defined]
 
-    traces = app.topic(
-        settings.topics.traces,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        allow_empty=True,
-        partitions=settings.partitions,
-    )
-    dlq = app.topic(settings.topics.dlq, key_type=bytes, value_type=bytes, key_serializer="raw",
-                    value_serializer="raw", partitions=settings.partitions)
     traces_topic = settings.topics.traces
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    traces = app.topic(traces_topic, allow_empty=True, partitions=settings.partitions, **raw)
+    dlq = app.topic(settings.topics.dlq, partitions=settings.partitions, **raw)
+    state_topic = app.topic(settings.topics.breaker_state, partitions=settings.partitions, **raw)
+    events_topic = app.topic(settings.topics.breaker_events, partitions=settings.partitions, **raw)
+    scope_state = app.Table("scope-state", partitions=settings.partitions,
+                            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
+                                                value_serializer="raw"))
+
+    async def publish(change: Change) -> None:
+        st = change.state
+        key = st.scope.encode()
+        await state_topic.send(key=key, value=orjson.dumps(st.to_dict()))
+        for t in change.transitions:
+            await events_topic.send(key=key, value=orjson.dumps({"type": "transition", **t.to_dict()}))
+            log.info("breaker %s: %s -> %s (%s) by %s", t.scope, t.from_state, t.to_state, t.reason[:200], t.actor)
+            if alerts is not None and t.from_state != t.to_state:
+                pending_alerts.append((t.to_state, {"scope": t.scope, "from": t.from_state, "reason": t.reason,
+                                                    "budget": t.budget,
+                                                    "drill": t.drill, "evidence": t.evidence}))
+
+    api = Api(monitor, _operators(settings),
+              KeyRing.from_config(settings.jwt_keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience),
+              publish, known=lambda: reader.caught_up,
+              observe_authz=metrics.observe_authz)
+    ctx = AppContext(app=app, settings=settings, pipeline=pipeline, monitor=monitor, metrics=metrics, api=api,
+                     publish=publish, readiness=readiness, events_topic=events_topic, traces_topic=traces)
+    app.tripwire = ctx  # type: ignore[attr-defined]
 
     @app.agent(traces, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
@@ -106,6 +194,77 @@ def create_app(settings: Settings) -> faust.App:
             for letter in dead:
                 await dlq.send(key=letter.key, value=letter.value, headers={"tripwire-reason": letter.reason.encode()})
 
+    @app.timer(settings.evaluate_interval_s)
+    async def decide() -> None:
+        started = time.time()
+        for change in monitor.evaluate(started):
+            await publish(change)
+        for lag in monitor.decision_lags:
+            metrics.decision_latency.observe(lag)
+        monitor.decision_lags.clear()
+        if pending_alerts:
+            await _send_alerts()
+
+    async def _send_alerts() -> None:
+        assert alerts is not None
+        batch = list(pending_alerts)
+        pending_alerts.clear()
+        for i, (to_state, info) in enumerate(batch):
+            scope, drill = info["scope"], bool(info["drill"])
+            try:
+                if to_state in ("escalated", "open", "forced_open"):
+                    name = ALERT_ESCALATED if to_state == "escalated" else ALERT_OPEN
+                    other = ALERT_OPEN if name == ALERT_ESCALATED else ALERT_ESCALATED
+                    await alerts.fire(scope, summary=f"breaker {to_state}: {info['reason']}"[:500],
+                                      evidence=info["evidence"], alertname=name, budget=info["budget"],
+                                      severity="page", drill=drill)
+                    if (other, scope) in alerts.active:
+                        await alerts.resolve(scope, alertname=other, drill=drill)
+                elif to_state in ("closed", "shadow"):
+                    for name in (ALERT_ESCALATED, ALERT_OPEN):
+                        if (name, scope) in alerts.active or info["from"] in _ALERTING.get(name, ()):
+                            await alerts.resolve(scope, alertname=name, drill=drill)
+                counters["alert_ok"] += 1
+            except Exception as exc:  # noqa: BLE001 - retried on the next tick, never dropped
+                counters["alert_error"] += 1
+                log.warning("alertmanager post failed (will retry): %s", exc)
+                pending_alerts.extend(batch[i:])
+                await events_topic.send(key=scope.encode(), value=orjson.dumps(
+                    {"type": "alert_failed", "scope": scope, "to": to_state, "error": str(exc)[:300],
+                     "ts": time.time()}))
+                return
+
+    if alerts is not None:
+        @app.timer(30.0)
+        async def repost_alerts() -> None:
+            try:
+                await alerts.repost_due()
+            except Exception as exc:  # noqa: BLE001
+                counters["alert_error"] += 1
+                log.warning("alertmanager re-post failed: %s", exc)
+
+    @app.timer(settings.checkpoint_interval_s)
+    async def checkpoint() -> None:
+        for partition, key, value in monitor.checkpoint():
+            kb = key.encode()
+            scope_state.data[kb] = value
+            scope_state.send_changelog(partition, kb, value, key_serializer="raw", value_serializer="raw")
+
+    @scope_state.on_recover
+    async def _restore() -> None:
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == traces_topic}
+        restored = 0
+        for key, value in list(scope_state.data.items()):
+            try:
+                partition = orjson.loads(value).get("partition")
+            except orjson.JSONDecodeError:
+                continue
+            if partition in assigned:
+                monitor.restore(key.decode() if isinstance(key, bytes) else str(key), value)
+                restored += 1
+        dropped = monitor.drop_partitions(assigned)
+        log.info("state recovered: %d agents restored from the changelog, %d handed off", restored, dropped)
+
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
         readiness.assigned_once = True
@@ -115,6 +274,52 @@ def create_app(settings: Settings) -> faust.App:
                 pipeline.forget_partition(partition)
         log.info("assigned %d partitions of %s", len(mine), traces_topic)
 
+    @app.task
+    async def read_breaker_state() -> None:
+        await reader.run()
+
+    @app.timer(2.0)
+    async def watch_policy() -> None:
+        await _maybe_reload(False)
+
+    policy_mtime = [_mtime(settings.policy_file)]
+    reload_requested = [False]
+
+    async def _maybe_reload(force: bool) -> None:
+        mtime = _mtime(settings.policy_file)
+        if not (force or reload_requested[0] or mtime != policy_mtime[0]):
+            return
+        reload_requested[0] = False
+        policy_mtime[0] = mtime
+        try:
+            new = load_policy(settings.policy_file)
+        except (PolicyInvalid, OSError, ValueError) as exc:
+            counters["reload_error"] += 1
+            log.error("policy reload failed, keeping version %s: %s", monitor.policy.policy_version, exc)
+            await events_topic.send(key=b"policy", value=orjson.dumps(
+                {"type": "policy_reload", "ok": False, "error": str(exc)[:2000], "kept": monitor.policy.policy_version,
+                 "ts": time.time()}))
+            return
+        if new.policy_version != monitor.policy.policy_version:
+            old = monitor.policy.policy_version
+            monitor.policy = new
+            monitor.dirty_scopes.update(monitor.states)
+            counters["reload_ok"] += 1
+            log.info("policy reloaded: %s -> %s", old, new.policy_version)
+            await events_topic.send(key=b"policy", value=orjson.dumps(
+                {"type": "policy_reload", "ok": True, "from": old, "to": new.policy_version, "ts": time.time()}))
+
+    @app.task
+    async def install_sighup() -> None:
+        def _request() -> None:
+            reload_requested[0] = True
+
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _request)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            pass
+
+    # ------------------------------------------------------------------ HTTP
     @app.page("/metrics")
     class MetricsView(View):
         async def get(self, request: Request) -> Response:
@@ -131,4 +336,52 @@ def create_app(settings: Settings) -> faust.App:
             ready, why = readiness.check()
             return self.json({"ready": ready, "reason": why}, status=200 if ready else 503)
 
+    @app.page("/v1/authz")
+    class Authz(View):
+        async def get(self, request: Request) -> Response:
+            h = request.headers
+            return _reply(self, await api.authz(h.get("X-Agent-Id"), h.get("X-Tool"), h.get("X-Tenant")))
+
+        async def post(self, request: Request) -> Response:
+            return await self.get(request)
+
+    @app.page("/v1/introspect")
+    class Introspect(View):
+        async def post(self, request: Request) -> Response:
+            body = await request.read()  # type: ignore[attr-defined]
+            return _reply(self, await api.introspect(body, request.headers.get("Content-Type", ""),
+                                                     request.headers.get("Authorization")))
+
+    @app.page("/v1/breakers")
+    class Breakers(View):
+        async def get(self, request: Request) -> Response:
+            return _reply(self, await api.list_breakers(request.headers.get("Authorization"),
+                                                        request.query.get("state")))
+
+    @app.page("/v1/breakers/{scope:.+}/{action:(force-open|reset|approve)}")
+    class BreakerAction(View):
+        async def post(self, request: Request, scope: str, action: str) -> Response:
+            body = await request.content.read(64 * 1024 + 1)  # type: ignore[attr-defined]
+            return _reply(self, await api.action(request.headers.get("Authorization"), scope, action, body))
+
+    @app.page("/v1/breakers/{scope:.+}")
+    class BreakerShow(View):
+        async def get(self, request: Request, scope: str) -> Response:
+            return _reply(self, await api.show_breaker(request.headers.get("Authorization"), scope))
+
+    for module_name in EXTENSIONS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        module.register(ctx)
     return app
+
+
+def _mtime(path: os.PathLike[str] | str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0

@@ -55,13 +55,12 @@ class LabelCap:
 class IngestCounters:
     """Hot-path tallies of the ingest stage; exported on scrape."""
 
-    __slots__ = ("events", "rejected", "duplicates", "late", "messages")
+    __slots__ = ("events", "rejected", "duplicates", "messages")
 
     def __init__(self) -> None:
         self.events: Tally[str] = Tally({k: 0 for k in KINDS})
         self.rejected: Tally[str] = Tally({r: 0 for r in REJECT_REASONS})
         self.duplicates = 0
-        self.late = 0
         self.messages = 0
 
     def families(self) -> Iterable[Metric]:
@@ -79,9 +78,6 @@ class IngestCounters:
         yield rejected
         yield CounterMetricFamily(
             "tripwire_events_duplicate", "Events dropped as duplicate event_id inside the dedupe horizon.", value=self.duplicates
-        )
-        yield CounterMetricFamily(
-            "tripwire_events_late", "Events older than the allowed lateness, left out of windows.", value=self.late
         )
         yield CounterMetricFamily("tripwire_messages", "Kafka messages consumed from the trace topic.", value=self.messages)
 
@@ -113,9 +109,21 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
             registry=self.registry,
         )
+        self.authz_counts: dict[str, int] = {"allow": 0, "deny": 0}
+        self.add_source(self._authz_family)
         self._info = GaugeMetricFamily("tripwire_build_info", "tripwire version.", labels=["version"])
         self._info.add_metric([__version__], 1)
         self.add_source(lambda: [self._info])
+
+    def observe_authz(self, decision: str, seconds: float) -> None:
+        self.authz_counts[decision] = self.authz_counts.get(decision, 0) + 1
+        self.authz_duration.observe(seconds)
+
+    def _authz_family(self) -> Iterable[Metric]:
+        fam = CounterMetricFamily("tripwire_authz_requests", "GET /v1/authz answers by decision.", labels=["decision"])
+        for decision, n in self.authz_counts.items():
+            fam.add_metric([decision], n)
+        yield fam
 
     def add_source(self, fn: Callable[[], Iterable[Metric]]) -> None:
         """Register a callable that yields metric families at scrape time."""

@@ -146,13 +146,20 @@ class TraceEvent(BaseModel):
         extra = data.keys() - _FIELDS
         if not extra:
             return data
-        data = dict(data)
         attrs = data.get("attributes")
-        attrs = dict(attrs) if isinstance(attrs, dict) else {}
+        if attrs is not None and not isinstance(attrs, dict):
+            return data  # let validation reject the malformed 'attributes' instead of dropping it
+        data = dict(data)
+        attrs = dict(attrs) if attrs is not None else {}
         for name in extra:
             value = data.pop(name)
             if isinstance(value, (dict, list)):
-                value = orjson.dumps(value).decode()[:MAX_ATTRIBUTE_VALUE_LEN]
+                try:
+                    value = orjson.dumps(value).decode()[:MAX_ATTRIBUTE_VALUE_LEN]
+                except orjson.JSONEncodeError:  # a TypeError: pydantic would not turn it into a reject
+                    raise ValueError(f"extra field {str(name)[:64]!r} is nested too deeply or not JSON") from None
+            elif isinstance(value, str):
+                value = value[:MAX_ATTRIBUTE_VALUE_LEN]
             elif isinstance(value, float) and not math.isfinite(value):
                 value = None
             attrs.setdefault(str(name)[:MAX_ID_LEN], value)

@@ -55,6 +55,23 @@ class Settings(BaseSettings):
         description="authz answer while breaker state is unknown (not yet recovered): closed = deny, open = allow",
     )
     signing_keys: dict[str, SecretStr] = Field(default_factory=dict, description="HMAC keys by key id")
+    evaluate_interval_s: float = Field(0.25, gt=0, description="how often changed scopes are evaluated")
+    operators: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="operator bearer tokens, stored hashed: [{name, role: viewer|operator|admin, token_sha256}]"
+        " (make one with `tripwire token new`)",
+    )
+    operator_tokens_file: Path | None = Field(
+        None, description="optional JSON/YAML file holding more operator entries (same shape as `operators`)"
+    )
+    jwt_keys: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="tool-token verification keys for /v1/introspect: [{kid, alg: HS256, secret} | "
+        "{kid, alg: RS256, public_key_pem}]",
+    )
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    alertmanager_url: str | None = Field(None, description="Alertmanager base URL for escalation pages")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     uvloop: bool = Field(True, description="run the worker on uvloop when it is installed")
 

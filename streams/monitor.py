@@ -1,0 +1,344 @@
+"""The worker's domain core: events in, detector state, breaker decisions out. No faust here.
+
+:class:`Monitor` owns, for the partitions this worker holds, the rolling counts of
+every agent and agent×tool scope, each agent's drift and reliability detectors,
+and runs the breaker policy on a tick. It also holds every breaker state of the
+deployment (fed from ``breaker-state`` by the transport), so any worker answers
+authz for any scope. The transport (``streams.app``) publishes what
+:meth:`Monitor.evaluate` returns and checkpoints what :meth:`Monitor.checkpoint`
+returns; this split keeps the whole decision path testable without Kafka.
+
+Cross-agent scopes (``tool:X``, ``tenant:T/global``, ``global``) are counted from
+this worker's partitions only (a partial view when several workers share the
+topic); the shipped policy budgets agent and agent×tool scopes, which are exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from breakers.evaluate import Verdict, evaluate
+from breakers.policy import Policy
+from breakers.scope import ScopeError, parse_scope, scopes_for
+from breakers.state_machine import BreakerState, Transition, record_probe_result, step
+from detectors import AgentDrift, AgentReliability, DriftReport, RollingCounts, rate_estimate, window_label
+from detectors.base import StateError
+from detectors.config import CountsConfig
+from streams.clock import EventClock
+from streams.schema import TraceEvent
+
+log = logging.getLogger("tripwire.monitor")
+
+#: a drift report keeps an agent's drift signal active this long (policy `drift` budgets read it)
+DRIFT_ACTIVE_S = 6 * 3600.0
+ENFORCING = ("open", "forced_open", "half_open", "escalated")
+
+
+@dataclass
+class AgentState:
+    """Everything a worker keeps for one agent (lives on the agent's partition)."""
+
+    agent_id: str
+    partition: int
+    counts: RollingCounts
+    tools: dict[str, RollingCounts] = field(default_factory=dict)
+    drift: AgentDrift = field(default_factory=AgentDrift)
+    reliability: AgentReliability = field(default_factory=AgentReliability)
+    last_drift_ts: float = 0.0
+    newest_ts: float = 0.0
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "agent": self.agent_id,
+            "partition": self.partition,
+            "counts": self.counts.to_state(),
+            "tools": {t: rc.to_state() for t, rc in self.tools.items()},
+            "drift": self.drift.to_state(),
+            "reliability": self.reliability.to_state(),
+            "last_drift_ts": self.last_drift_ts,
+            "newest_ts": self.newest_ts,
+        }
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any], config: CountsConfig) -> "AgentState":
+        try:
+            drift = AgentDrift.from_state(st["drift"])
+        except (StateError, KeyError, ValueError):
+            drift = AgentDrift()  # e.g. river upgraded: restart drift baselines, keep counts
+        return cls(
+            agent_id=st["agent"],
+            partition=int(st["partition"]),
+            counts=RollingCounts.from_state(st["counts"], config),
+            tools={t: RollingCounts.from_state(s, config) for t, s in st["tools"].items()},
+            drift=drift,
+            reliability=AgentReliability.from_state(st["reliability"]),
+            last_drift_ts=float(st.get("last_drift_ts", 0.0)),
+            newest_ts=float(st.get("newest_ts", 0.0)),
+        )
+
+
+@dataclass
+class Change:
+    """A breaker state to publish, with the transitions that led to it."""
+
+    state: BreakerState
+    transitions: list[Transition]
+    verdicts: list[Verdict] = field(default_factory=list)
+
+
+class _Reader:
+    """breakers.EvidenceReader over the monitor's counts at one instant."""
+
+    __slots__ = ("monitor", "now", "_cache")
+
+    def __init__(self, monitor: "Monitor", now: float) -> None:
+        self.monitor = monitor
+        self.now = now
+        self._cache: dict[tuple[str, int], dict[str, float]] = {}
+
+    def window_counts(self, scope: str, window_s: int) -> dict[str, float]:
+        key = (scope, window_s)
+        hit = self._cache.get(key)
+        if hit is None:
+            rc = self.monitor.counts_for(scope)
+            hit = rc.window_counts(window_s, self.now) if rc is not None else _ZERO
+            self._cache[key] = hit
+        return hit
+
+    def drift_active(self, scope: str) -> bool:
+        agent = self.monitor.agent_of(scope)
+        st = self.monitor.agents.get(agent) if agent else None
+        return bool(st and st.last_drift_ts and self.now - st.last_drift_ts <= DRIFT_ACTIVE_S)
+
+
+_ZERO: dict[str, float] = {k: 0.0 for k in RollingCounts().window_counts(300, 0.0)}
+
+
+class Monitor:
+    """Detectors + breaker policy for the partitions this worker holds."""
+
+    def __init__(self, policy: Policy, lateness_s: float = 300.0, clock: EventClock | None = None) -> None:
+        self.policy = policy
+        self.config = CountsConfig(lateness_s=lateness_s)
+        self.clock = clock or EventClock()
+        self.agents: dict[str, AgentState] = {}
+        self.cross: dict[str, RollingCounts] = {}
+        self.states: dict[str, BreakerState] = {}
+        self.dirty_scopes: set[str] = set()
+        self.dirty_agents: set[str] = set()
+        self.drift_reports: list[DriftReport] = []
+        self.drift_total: Counter[tuple[str, str]] = Counter()
+        self.transitions_total: Counter[tuple[str, str]] = Counter()
+        self.late_events = 0
+        self.last_verdicts: dict[str, list[Verdict]] = {}
+        self.decision_lags: list[float] = []
+        self._scope_cache: dict[tuple[str, str | None, str | None], tuple[str, ...]] = {}
+        self._pending_changes: list[Change] = []
+
+    # ------------------------------------------------------------------ ingest (hot path)
+    def ingest(self, partition: int, events: Iterable[TraceEvent]) -> None:
+        """Update detectors with accepted, de-duplicated events of one partition."""
+        agents = self.agents
+        observe = self.clock.observe
+        for ev in events:
+            ts = ev.ts
+            observe(ts)
+            agent_id = ev.agent_id
+            st = agents.get(agent_id)
+            if st is None:
+                st = agents[agent_id] = AgentState(agent_id, partition, RollingCounts(self.config))
+            st.partition = partition
+            if ts > st.newest_ts:
+                st.newest_ts = ts
+            if not st.counts.add_event(ev):
+                self.late_events += 1
+                continue
+            agent_scope = "agent:" + agent_id
+            dirty = self.dirty_scopes
+            dirty.add(agent_scope)
+            tool = ev.tool
+            if tool is not None:
+                rc = st.tools.get(tool)
+                if rc is None:
+                    rc = st.tools[tool] = RollingCounts(self.config)
+                rc.add_event(ev)
+                dirty.add(f"{agent_scope}/tool:{tool}")
+                self._cross("tool:" + tool).add_event(ev)
+            self._cross("global").add_event(ev)
+            if ev.tenant:
+                self._cross(f"tenant:{ev.tenant}/global").add_event(ev)
+            for report in st.drift.update(ev):
+                st.last_drift_ts = max(st.last_drift_ts, report.ts)
+                self.drift_total[(agent_id, report.signal)] += 1
+                self.drift_reports.append(report)
+                log.info("drift: agent=%r signal=%s %s before=%.4g after=%.4g", agent_id, report.signal,
+                         report.detector, report.before, report.after)
+            st.reliability.update(ev)
+            self.dirty_agents.add(agent_id)
+            if self.states:
+                self._probe_results(ev)
+
+    def _cross(self, scope: str) -> RollingCounts:
+        rc = self.cross.get(scope)
+        if rc is None:
+            rc = self.cross[scope] = RollingCounts(self.config)
+        return rc
+
+    def _probe_results(self, ev: TraceEvent) -> None:
+        """Calls made while a scope is half-open report back as probe results."""
+        for scope in self._scopes(ev.agent_id, ev.tool, ev.tenant):
+            st = self.states.get(scope)
+            if st is None or st.state != "half_open":
+                continue
+            bad = ev.kind in ("monitor_flag", "incident") or (ev.kind == "tool_call" and ev.status == "error")
+            if ev.kind == "tool_call" or bad:
+                new, transitions = record_probe_result(st, not bad, self.clock.now(), self.policy,
+                                                       reason=f"probe {ev.kind} {ev.event_id}")
+                self._pending_changes.append(Change(new, transitions))
+                self.states[scope] = new
+
+    def _scopes(self, agent: str, tool: str | None, tenant: str | None) -> tuple[str, ...]:
+        key = (agent, tool, tenant)
+        hit = self._scope_cache.get(key)
+        if hit is None:
+            try:
+                hit = scopes_for(agent, tool, tenant or None)
+            except ScopeError:
+                hit = ()
+            if len(self._scope_cache) > 100_000:
+                self._scope_cache.clear()
+            self._scope_cache[key] = hit
+        return hit
+
+    # ------------------------------------------------------------------ reads
+    def agent_of(self, scope: str) -> str | None:
+        try:
+            return parse_scope(scope).agent
+        except ScopeError:
+            return None
+
+    def counts_for(self, scope: str) -> RollingCounts | None:
+        """The counts behind a scope string (tenant prefixes of agent scopes share the agent's)."""
+        try:
+            s = parse_scope(scope)
+        except ScopeError:
+            return None
+        if s.agent is not None:
+            st = self.agents.get(s.agent)
+            if st is None:
+                return None
+            return st.tools.get(s.tool) if s.tool is not None else st.counts
+        if s.tool is not None:
+            return self.cross.get(f"tool:{s.tool}") if s.tenant is None else None
+        if s.tenant is not None:
+            return self.cross.get(f"tenant:{s.tenant}/global")
+        return self.cross.get("global")
+
+    # ------------------------------------------------------------------ decisions
+    def evaluate(self, wall: float | None = None) -> list[Change]:
+        """Run the policy on changed scopes and on every enforcing scope; return what changed."""
+        now = self.clock.now()
+        wall = time.time() if wall is None else wall
+        reader = _Reader(self, now)
+        changes, self._pending_changes = self._pending_changes, []
+        candidates = set(self.dirty_scopes)
+        self.dirty_scopes.clear()
+        for scope, st in self.states.items():
+            if st.state != "closed" and self._owns(scope):
+                candidates.add(scope)
+        policy = self.policy
+        for scope in candidates:
+            if not policy.budgets_for(scope) and scope not in self.states:
+                continue
+            verdicts = evaluate(policy, scope, reader)
+            self.last_verdicts[scope] = verdicts
+            old = self.states.get(scope) or BreakerState.initial(scope, now, policy)
+            new, transitions = step(old, verdicts, now, policy)
+            agent = self.agent_of(scope)
+            newest = self.agents[agent].newest_ts if agent in self.agents else 0.0
+            if newest and wall - newest < 3600:
+                self.decision_lags.append(max(0.0, wall - newest))
+            if transitions or (scope in self.states and new != old):
+                self.states[scope] = new
+                for t in transitions:
+                    self.transitions_total[(t.from_state, t.to_state)] += 1
+                changes.append(Change(new, transitions, verdicts))
+        return changes
+
+    def _owns(self, scope: str) -> bool:
+        agent = self.agent_of(scope)
+        return agent is None or agent in self.agents
+
+    def apply_remote(self, value: bytes | None, key: bytes | None = None) -> None:
+        """Apply a record of the compacted ``breaker-state`` topic (newest ``updated_at`` wins)."""
+        if value is None:
+            if key is not None:
+                self.states.pop(key.decode("utf-8", "replace"), None)
+            return
+        try:
+            st = BreakerState.from_dict(orjson.loads(value))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("ignoring an unreadable breaker-state record: %s", exc)
+            return
+        cur = self.states.get(st.scope)
+        if cur is None or st.updated_at >= cur.updated_at:
+            self.states[st.scope] = st
+
+    # ------------------------------------------------------------------ partitions and checkpoints
+    def checkpoint(self) -> list[tuple[int, str, bytes]]:
+        """(partition, key, value) of every agent changed since the last checkpoint."""
+        out = []
+        for agent_id in self.dirty_agents:
+            st = self.agents.get(agent_id)
+            if st is not None:
+                out.append((st.partition, agent_id, orjson.dumps(st.to_state())))
+        self.dirty_agents.clear()
+        return out
+
+    def restore(self, key: str, value: bytes) -> None:
+        """Load one agent's checkpoint (after a rebalance or restart)."""
+        try:
+            st = AgentState.from_state(orjson.loads(value), self.config)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, StateError) as exc:
+            log.warning("ignoring an unreadable checkpoint for %r: %s", key, exc)
+            return
+        cur = self.agents.get(st.agent_id)
+        if cur is None or cur.newest_ts <= st.newest_ts:
+            self.agents[st.agent_id] = st
+        if st.newest_ts:
+            self.clock.observe(st.newest_ts)
+
+    def drop_partitions(self, keep: set[int]) -> int:
+        """Forget agents whose partition moved to another worker."""
+        gone = [a for a, st in self.agents.items() if st.partition not in keep]
+        for a in gone:
+            del self.agents[a]
+            self.dirty_agents.discard(a)
+        return len(gone)
+
+    # ------------------------------------------------------------------ metrics views
+    def near_miss_rows(self, windows: Iterable[int]) -> list[tuple[str, str, int, float, float, float]]:
+        """(agent, tool, window_s, rate, lower, upper) for agents ("*" = all tools) and agent×tool."""
+        now = self.clock.now()
+        rows = []
+        for agent_id, st in self.agents.items():
+            for tool, rc in (("*", st.counts), *st.tools.items()):
+                for w in windows:
+                    c = rc.window_counts(w, now)
+                    n = c["tool_calls"]
+                    if n <= 0:
+                        continue
+                    est = rate_estimate(min(c["near_misses"], n), n)
+                    rows.append((agent_id, tool, w, est.rate, est.lower, est.upper))
+        return rows
+
+
+__all__ = ["AgentState", "Change", "Monitor", "window_label"]
