@@ -140,9 +140,21 @@ class TraceEvent(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _extras_into_attributes(cls, data: Any) -> Any:
-        """Keep unknown fields: move them into ``attributes`` (never an error)."""
+        """Keep unknown fields: move them into ``attributes`` (never an error).
+
+        A flag or incident naming an over-long ``tool`` (a model's unparsed reasoning, as
+        in the ToolEmu data) keeps counting for its agent: the text moves to
+        ``attributes.tool_overlong`` and ``tool`` is cleared. A ``tool_call`` with such a
+        tool is rejected (its tool would not be a valid scope).
+        """
         if not isinstance(data, dict):
             return data
+        tool = data.get("tool")
+        if (isinstance(tool, str) and len(tool) > MAX_ID_LEN and data.get("kind") not in TOOL_KINDS
+                and isinstance(data.get("attributes") or {}, dict)):
+            data = dict(data)
+            data["attributes"] = {**(data.get("attributes") or {}), "tool_overlong": tool[:MAX_ATTRIBUTE_VALUE_LEN]}
+            data["tool"] = None
         extra = data.keys() - _FIELDS
         if not extra:
             return data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import sys
 import threading
@@ -12,6 +14,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from breakers.operators import generate_token, hash_token
 from streams.broker import EmbeddedBroker
 from streams.procutil import spawn_guarded, stop_process, wait_until
 from streams.settings import Settings
@@ -68,6 +71,16 @@ class TrafficThread(threading.Thread):
             replay_file(self.traffic_file, producer, rebase=True, speed=60.0, batch=20)
 
 
+def write_admin_token(data_dir: Path) -> Path:
+    """A local admin token for the embedded stack, readable only by this user (0600)."""
+    path = data_dir / "admin.token"
+    if not path.exists() or not path.read_text().strip():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(generate_token() + "\n")
+    return path
+
+
 def _status(web: str) -> str:
     try:
         text = httpx.get(f"{web}/metrics", timeout=2).text
@@ -122,8 +135,13 @@ def run_up(
                 "--web-host", settings.web_host, "--web-port", str(settings.web_port),
                 "--data-dir", str(data_dir), "--policy", str(settings.policy_file),
                 "--partitions", str(settings.partitions)]
+        token_file = write_admin_token(data_dir)
+        env = dict(os.environ)
+        env["TRIPWIRE_OPERATORS"] = json.dumps(
+            [*settings.operators, {"name": "local-admin", "role": "admin", "token_sha256": hash_token(
+                token_file.read_text().strip())}])
         with open(log_path, "ab") as log_file:
-            worker = spawn_guarded(argv, stdout=log_file, stderr=log_file)
+            worker = spawn_guarded(argv, stdout=log_file, stderr=log_file, env=env)
 
         def _ready() -> bool:
             if stop.is_set():
@@ -149,6 +167,7 @@ def run_up(
             f"  health     {web}/healthz   ready: {web}/readyz\n"
             f"  breakers   {web}/v1/breakers\n"
             f"  authz      {web}/v1/authz  (headers X-Agent-Id, X-Tool)\n"
+            f"  operator   admin token in {token_file} (used by `tripwire breakers …` and `tripwire drill`)\n"
             f"  traffic    {what}\n"
             "  Ctrl-C stops everything.\n"
         )

@@ -185,3 +185,22 @@ def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) 
         return out
     finally:
         consumer.close()
+
+
+_PACKAGES = {"promtool": "prometheus", "prometheus": "prometheus", "amtool": "prometheus-alertmanager",
+             "prometheus-alertmanager": "prometheus-alertmanager", "nginx": "nginx"}
+
+
+def require_binary(*names: str) -> str:
+    """Path of the first of ``names`` found (PATH or /usr/sbin); skip, or fail when CI=true."""
+    import shutil
+
+    for name in names:
+        path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+        if path:
+            return path
+    pkg = _PACKAGES.get(names[0], names[0])
+    reason = f"{' / '.join(names)} not found (install the Debian package `{pkg}`: apt-get install {pkg})"
+    if on_ci():
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
