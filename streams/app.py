@@ -37,7 +37,7 @@ from breakers.introspect import KeyRing
 from breakers.operators import OperatorRegistry
 from breakers.policy import PolicyInvalid, load_policy
 from streams.api import Api, Reply
-from streams.metrics import Metrics, gauge
+from streams.metrics import CachedSource, Metrics, gauge
 from streams.monitor import Change, Monitor
 from streams.pipeline import TracePipeline
 from streams.settings import Settings
@@ -149,10 +149,13 @@ def create_app(settings: Settings) -> faust.App:
     pending_alerts: list[tuple[str, dict[str, Any]]] = []
 
     metrics.add_source(pipeline.counters.families)
-    metrics.add_source(lambda: monitor_families(monitor, settings))
+    metrics.add_source(CachedSource(lambda: monitor_families(monitor, settings), ttl_s=settings.metrics_cache_s))
     metrics.add_source(lambda: breaker_families(monitor, counters))
     metrics.add_source(lambda: [gauge("tripwire_worker_ready", "1 when the worker is ready (see /readyz).", [],
                                       [([], 1.0 if readiness.check()[0] else 0.0)])])
+    metrics.add_source(lambda: [gauge("tripwire_consumer_lag_messages",
+                                      "Messages behind the end of this worker's assigned trace partitions.",
+                                      ["topic", "partition"], _consumer_lag(app, settings.topics.traces))])
 
     traces_topic = settings.topics.traces
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
@@ -302,8 +305,7 @@ def create_app(settings: Settings) -> faust.App:
             return
         if new.policy_version != monitor.policy.policy_version:
             old = monitor.policy.policy_version
-            monitor.policy = new
-            monitor.dirty_scopes.update(monitor.states)
+            monitor.set_policy(new)
             counters["reload_ok"] += 1
             log.info("policy reloaded: %s -> %s", old, new.policy_version)
             await events_topic.send(key=b"policy", value=orjson.dumps(
@@ -378,6 +380,27 @@ def create_app(settings: Settings) -> faust.App:
             raise
         module.register(ctx)
     return app
+
+
+def _consumer_lag(app: faust.App, topic: str) -> list[tuple[list[str], float]]:
+    """(labels, lag) per assigned partition of ``topic``: log end offset minus the next offset to read."""
+    rows: list[tuple[list[str], float]] = []
+    try:
+        consumer = app.consumer
+        assigned = [tp for tp in consumer.assignment() if tp.topic == topic]
+    except Exception:  # noqa: BLE001 - consumer not started yet: no rows
+        return rows
+    for tp in sorted(assigned, key=lambda t: t.partition):
+        try:
+            end = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - end offset not fetched yet
+            continue
+        if end is None:
+            continue
+        read = consumer._read_offset.get(tp)
+        position = read + 1 if read is not None else (consumer._committed_offset.get(tp) or 0)
+        rows.append(([topic, str(tp.partition)], float(max(0, end - position))))
+    return rows
 
 
 def _mtime(path: os.PathLike[str] | str) -> float:

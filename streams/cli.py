@@ -44,17 +44,20 @@ def main() -> None:
               help="Loop this JSONL trace file (time-rebased, 60x) instead of synthetic agents.")
 @click.option("--no-traffic", is_flag=True, help="Start broker and worker only.")
 @click.option("--rate", default=150.0, show_default=True, help="Synthetic events per second.")
+@click.option("--first-bad-after", default=40.0, show_default=True,
+              help="Seconds of synthetic traffic before the first agent goes bad.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".tripwire"),
               show_default=True, help="Broker log, worker log and state.")
 @click.option("--partitions", default=4, show_default=True, help="Partitions of each topic.")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML config file.")
 def up(broker_port: int, web_port: int, traffic_file: Path | None, no_traffic: bool, rate: float,
-       data_dir: Path, partitions: int, config: str | None) -> None:
+       first_bad_after: float, data_dir: Path, partitions: int, config: str | None) -> None:
     """Embedded default: local broker + worker + synthetic agent traffic. Ctrl-C stops all."""
     from streams.up import run_up
 
     settings = _settings(config=config, web_port=web_port, data_dir=data_dir, partitions=partitions)
-    sys.exit(run_up(settings, broker_port, traffic=not no_traffic, traffic_file=traffic_file, rate=rate))
+    sys.exit(run_up(settings, broker_port, traffic=not no_traffic, traffic_file=traffic_file, rate=rate,
+                    first_bad_after_s=first_bad_after))
 
 
 @main.command()

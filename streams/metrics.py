@@ -82,6 +82,29 @@ class IngestCounters:
         yield CounterMetricFamily("tripwire_messages", "Kafka messages consumed from the trace topic.", value=self.messages)
 
 
+class CachedSource:
+    """Re-run an expensive family builder at most every ``ttl_s`` seconds.
+
+    Detector gauges cost a window read per scope; Prometheus scrapes every 15 s and
+    the values move on that scale, so a scrape storm must not steal the ingest CPU.
+    """
+
+    def __init__(self, fn: Callable[[], Iterable[Metric]], ttl_s: float = 5.0) -> None:
+        self._fn = fn
+        self.ttl_s = ttl_s
+        self._at = -1e18
+        self._cached: list[Metric] = []
+
+    def __call__(self) -> list[Metric]:
+        import time
+
+        now = time.monotonic()
+        if now - self._at >= self.ttl_s:
+            self._cached = list(self._fn())
+            self._at = now
+        return self._cached
+
+
 class _Source(Collector):
     def __init__(self, fn: Callable[[], Iterable[Metric]]) -> None:
         self._fn = fn

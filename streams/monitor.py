@@ -8,9 +8,11 @@ authz for any scope. The transport (``streams.app``) publishes what
 :meth:`Monitor.evaluate` returns and checkpoints what :meth:`Monitor.checkpoint`
 returns; this split keeps the whole decision path testable without Kafka.
 
-Cross-agent scopes (``tool:X``, ``tenant:T/global``, ``global``) are counted from
-this worker's partitions only (a partial view when several workers share the
+Cross-agent scopes (``tool:X``, ``tenant:T/global``, ``global``) are summed at read
+time over this worker's agents (a partial view when several workers share the
 topic); the shipped policy budgets agent and agent×tool scopes, which are exact.
+Drill events (``drill_id`` set) count for their own drill agent's scopes only, never
+for cross-agent scopes, so a drill cannot spend a production budget.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ class AgentState:
     reliability: AgentReliability = field(default_factory=AgentReliability)
     last_drift_ts: float = 0.0
     newest_ts: float = 0.0
+    tenant: str | None = None
+    drill: bool = False
+    scope: str = ""
+    tool_scopes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.scope = "agent:" + self.agent_id
+        self.tool_scopes = {t: f"{self.scope}/tool:{t}" for t in self.tools}
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -65,6 +75,8 @@ class AgentState:
             "reliability": self.reliability.to_state(),
             "last_drift_ts": self.last_drift_ts,
             "newest_ts": self.newest_ts,
+            "tenant": self.tenant,
+            "drill": self.drill,
         }
 
     @classmethod
@@ -82,6 +94,8 @@ class AgentState:
             reliability=AgentReliability.from_state(st["reliability"]),
             last_drift_ts=float(st.get("last_drift_ts", 0.0)),
             newest_ts=float(st.get("newest_ts", 0.0)),
+            tenant=st.get("tenant"),
+            drill=bool(st.get("drill", False)),
         )
 
 
@@ -108,8 +122,7 @@ class _Reader:
         key = (scope, window_s)
         hit = self._cache.get(key)
         if hit is None:
-            rc = self.monitor.counts_for(scope)
-            hit = rc.window_counts(window_s, self.now) if rc is not None else _ZERO
+            hit = self.monitor.window_counts(scope, window_s, self.now)
             self._cache[key] = hit
         return hit
 
@@ -130,9 +143,17 @@ class Monitor:
         self.config = CountsConfig(lateness_s=lateness_s)
         self.clock = clock or EventClock()
         self.agents: dict[str, AgentState] = {}
-        self.cross: dict[str, RollingCounts] = {}
         self.states: dict[str, BreakerState] = {}
+        #: scopes with new events since their last evaluation; ``urgent`` ones saw a flag,
+        #: incident, error or drift (evaluated on the next tick), the others only good
+        #: events, which cannot raise a rate: they are evaluated every ``relaxed_eval_s``
+        #: (good calls can still complete a min-evidence rule, so they are not skipped)
         self.dirty_scopes: set[str] = set()
+        self.urgent_scopes: set[str] = set()
+        self.relaxed_eval_s = 5.0
+        self._last_relaxed = 0.0
+        self._cost_urgent = any(b.signal == "cost" for b in policy.budgets)
+
         self.dirty_agents: set[str] = set()
         self.drift_reports: list[DriftReport] = []
         self.drift_total: Counter[tuple[str, str]] = Counter()
@@ -142,6 +163,15 @@ class Monitor:
         self.decision_lags: list[float] = []
         self._scope_cache: dict[tuple[str, str | None, str | None], tuple[str, ...]] = {}
         self._pending_changes: list[Change] = []
+
+    def set_policy(self, policy: Policy) -> None:
+        """Swap the policy in force (reload); every known scope is re-evaluated on the next tick."""
+        self.policy = policy
+        self._cost_urgent = any(b.signal == "cost" for b in policy.budgets)
+        self.urgent_scopes.update(self.states)
+        for st in self.agents.values():
+            self.urgent_scopes.add(st.scope)
+            self.urgent_scopes.update(st.tool_scopes.values())
 
     # ------------------------------------------------------------------ ingest (hot path)
     def ingest(self, partition: int, events: Iterable[TraceEvent]) -> None:
@@ -161,22 +191,26 @@ class Monitor:
             if not st.counts.add_event(ev):
                 self.late_events += 1
                 continue
-            agent_scope = "agent:" + agent_id
-            dirty = self.dirty_scopes
-            dirty.add(agent_scope)
+            kind = ev.kind
+            urgent = (kind == "monitor_flag" or kind == "incident" or ev.status == "error"
+                      or (self._cost_urgent and ev.cost_usd))
+            dirty = self.urgent_scopes if urgent else self.dirty_scopes
+            dirty.add(st.scope)
             tool = ev.tool
             if tool is not None:
-                rc = st.tools.get(tool)
-                if rc is None:
-                    rc = st.tools[tool] = RollingCounts(self.config)
-                rc.add_event(ev)
-                dirty.add(f"{agent_scope}/tool:{tool}")
-                self._cross("tool:" + tool).add_event(ev)
-            self._cross("global").add_event(ev)
-            if ev.tenant:
-                self._cross(f"tenant:{ev.tenant}/global").add_event(ev)
+                slot = st.tools.get(tool)
+                if slot is None:
+                    slot = st.tools[tool] = RollingCounts(self.config)
+                    st.tool_scopes[tool] = f"{st.scope}/tool:{tool}"
+                slot.add_event(ev)
+                dirty.add(st.tool_scopes[tool])
+            if ev.tenant is not None:
+                st.tenant = ev.tenant
+            if ev.drill_id is not None:  # drill agents never count for cross-agent scopes
+                st.drill = True
             for report in st.drift.update(ev):
                 st.last_drift_ts = max(st.last_drift_ts, report.ts)
+                self.urgent_scopes.add(st.scope)
                 self.drift_total[(agent_id, report.signal)] += 1
                 self.drift_reports.append(report)
                 log.info("drift: agent=%r signal=%s %s before=%.4g after=%.4g", agent_id, report.signal,
@@ -186,18 +220,14 @@ class Monitor:
             if self.states:
                 self._probe_results(ev)
 
-    def _cross(self, scope: str) -> RollingCounts:
-        rc = self.cross.get(scope)
-        if rc is None:
-            rc = self.cross[scope] = RollingCounts(self.config)
-        return rc
-
     def _probe_results(self, ev: TraceEvent) -> None:
         """Calls made while a scope is half-open report back as probe results."""
         for scope in self._scopes(ev.agent_id, ev.tool, ev.tenant):
             st = self.states.get(scope)
             if st is None or st.state != "half_open":
                 continue
+            if ev.drill_id is not None and self.agent_of(scope) is None:
+                continue  # drill calls are no probe results for cross-agent scopes
             bad = ev.kind in ("monitor_flag", "incident") or (ev.kind == "tool_call" and ev.status == "error")
             if ev.kind == "tool_call" or bad:
                 new, transitions = record_probe_result(st, not bad, self.clock.now(), self.policy,
@@ -225,22 +255,50 @@ class Monitor:
         except ScopeError:
             return None
 
-    def counts_for(self, scope: str) -> RollingCounts | None:
-        """The counts behind a scope string (tenant prefixes of agent scopes share the agent's)."""
+    def counts_for(self, scope: str) -> list[RollingCounts]:
+        """The counts behind a scope string.
+
+        Agent and agent×tool scopes (tenant-prefixed or not) read one agent's counts.
+        Cross-agent scopes (``tool:X``, ``tenant:T/global``, ``global``) are summed over
+        this worker's agents at read time: nothing extra on the per-event path, and
+        exact for one worker (a partial view when several workers share the topic).
+        """
         try:
             s = parse_scope(scope)
         except ScopeError:
-            return None
+            return []
         if s.agent is not None:
             st = self.agents.get(s.agent)
-            if st is None:
-                return None
-            return st.tools.get(s.tool) if s.tool is not None else st.counts
-        if s.tool is not None:
-            return self.cross.get(f"tool:{s.tool}") if s.tenant is None else None
-        if s.tenant is not None:
-            return self.cross.get(f"tenant:{s.tenant}/global")
-        return self.cross.get("global")
+            if st is None or (s.tenant is not None and st.tenant not in (None, s.tenant)):
+                return []
+            if s.tool is None:
+                return [st.counts]
+            rc = st.tools.get(s.tool)
+            return [rc] if rc is not None else []
+        out = []
+        for st in self.agents.values():
+            if st.drill or (s.tenant is not None and st.tenant != s.tenant):
+                continue
+            if s.tool is not None:
+                rc = st.tools.get(s.tool)
+                if rc is not None:
+                    out.append(rc)
+            else:
+                out.append(st.counts)
+        return out
+
+    def window_counts(self, scope: str, window_s: int, now: float) -> dict[str, float]:
+        """Summed window counts of a scope (zeros when nothing is known)."""
+        parts = self.counts_for(scope)
+        if not parts:
+            return dict(_ZERO)
+        if len(parts) == 1:
+            return parts[0].window_counts(window_s, now)
+        total = dict(_ZERO)
+        for rc in parts:
+            for k, v in rc.window_counts(window_s, now).items():
+                total[k] += v
+        return total
 
     # ------------------------------------------------------------------ decisions
     def evaluate(self, wall: float | None = None) -> list[Change]:
@@ -249,8 +307,12 @@ class Monitor:
         wall = time.time() if wall is None else wall
         reader = _Reader(self, now)
         changes, self._pending_changes = self._pending_changes, []
-        candidates = set(self.dirty_scopes)
-        self.dirty_scopes.clear()
+        candidates = self.urgent_scopes
+        self.urgent_scopes = set()
+        if wall - self._last_relaxed >= self.relaxed_eval_s:
+            self._last_relaxed = wall
+            candidates |= self.dirty_scopes
+            self.dirty_scopes = set()
         for scope, st in self.states.items():
             if st.state != "closed" and self._owns(scope):
                 candidates.add(scope)

@@ -155,9 +155,9 @@ class TraceEvent(BaseModel):
             data = dict(data)
             data["attributes"] = {**(data.get("attributes") or {}), "tool_overlong": tool[:MAX_ATTRIBUTE_VALUE_LEN]}
             data["tool"] = None
-        extra = data.keys() - _FIELDS
-        if not extra:
+        if _FIELDS.issuperset(data):  # the common case: no unknown fields (no set built)
             return data
+        extra = data.keys() - _FIELDS
         attrs = data.get("attributes")
         if attrs is not None and not isinstance(attrs, dict):
             return data  # let validation reject the malformed 'attributes' instead of dropping it

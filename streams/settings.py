@@ -55,6 +55,7 @@ class Settings(BaseSettings):
         description="authz answer while breaker state is unknown (not yet recovered): closed = deny, open = allow",
     )
     signing_keys: dict[str, SecretStr] = Field(default_factory=dict, description="HMAC keys by key id")
+    metrics_cache_s: float = Field(5.0, ge=0, description="detector gauges are recomputed at most this often")
     evaluate_interval_s: float = Field(0.25, gt=0, description="how often changed scopes are evaluated")
     operators: list[dict[str, str]] = Field(
         default_factory=list,

@@ -26,10 +26,12 @@ console = Console(stderr=False, highlight=False, soft_wrap=True)
 class TrafficThread(threading.Thread):
     """Feeds synthetic traffic (or loops a JSONL file) into the broker until stopped."""
 
-    def __init__(self, settings: Settings, rate: float, traffic_file: Path | None, seed: int = 7) -> None:
+    def __init__(self, settings: Settings, rate: float, traffic_file: Path | None, seed: int = 7,
+                 first_bad_after_s: float = 40.0) -> None:
         super().__init__(name="tripwire-traffic", daemon=True)
         self.settings = settings
         self.rate = rate
+        self.first_bad_after_s = first_bad_after_s
         self.traffic_file = traffic_file
         self.seed = seed
         self.stop_event = threading.Event()
@@ -56,7 +58,7 @@ class TrafficThread(threading.Thread):
     def _synthetic(self, producer: Any) -> None:
         from streams.traffic import SyntheticTraffic
 
-        gen = SyntheticTraffic(seed=self.seed, rate=self.rate)
+        gen = SyntheticTraffic(seed=self.seed, rate=self.rate, first_bad_after_s=self.first_bad_after_s)
         last = time.time()
         while not self.stop_event.wait(0.25):
             now = time.time()
@@ -108,6 +110,7 @@ def run_up(
     traffic_file: Path | None = None,
     rate: float = 150.0,
     status_every_s: float = 10.0,
+    first_bad_after_s: float = 40.0,
 ) -> int:
     """Run the embedded stack in the foreground until SIGINT/SIGTERM."""
     stop = threading.Event()
@@ -157,7 +160,7 @@ def run_up(
         if stop.is_set():
             return 0
         if traffic:
-            feeder = TrafficThread(settings, rate, traffic_file)
+            feeder = TrafficThread(settings, rate, traffic_file, first_bad_after_s=first_bad_after_s)
             feeder.start()
         what = f"looping {traffic_file}" if traffic_file else ("synthetic agents" if traffic else "no traffic")
         console.print(

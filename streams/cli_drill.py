@@ -1,0 +1,283 @@
+"""``tripwire drill`` and ``tripwire backtest``.
+
+``tripwire drill`` runs against a running deployment (defaults fit ``tripwire up``), or with
+``--embedded`` starts its own broker and workers first, which the chaos variant needs:
+``--embedded --kill-worker`` runs two workers and SIGKILLs the one that owns the drill agent
+right after the spike, then checks everything through the survivor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+BROKER_DEFAULT = "kafka://127.0.0.1:19092"
+API_DEFAULT = "http://127.0.0.1:6066"
+
+
+# ---------------------------------------------------------------------------------- embedded stack
+
+@dataclass
+class EmbeddedStack:
+    """A broker and N ``tripwire worker`` processes started by the drill (``--embedded``)."""
+
+    data_dir: Path
+    workers: int = 1
+    alertmanager: str | None = None
+    broker: Any = None
+    procs: list[Any] = field(default_factory=list)
+    webs: list[str] = field(default_factory=list)
+    token: str = ""
+
+    def start(self, say: Any = lambda m: None) -> None:
+        import httpx
+
+        from breakers.operators import generate_token, hash_token
+        from streams.broker import EmbeddedBroker
+        from streams.procutil import free_port, spawn_guarded, wait_until
+        from streams.settings import Settings
+        from streams.topics import ensure_topics
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.broker = EmbeddedBroker(self.data_dir)
+        say(f"starting the embedded broker on {self.broker.bootstrap}")
+        self.broker.start()
+        ensure_topics(Settings(broker=self.broker.url, partitions=4))
+        self.token = generate_token()
+        env = dict(os.environ)
+        env.update({"TRIPWIRE_OPERATORS": json.dumps([{"name": "drill-admin", "role": "admin",
+                                                       "token_sha256": hash_token(self.token)}]),
+                    "TRIPWIRE_APP_ID": "tripwire-drill", "PYTHONUNBUFFERED": "1"})
+        if self.alertmanager:
+            env["TRIPWIRE_ALERTMANAGER_URL"] = self.alertmanager
+        for i in range(self.workers):
+            port = free_port()
+            argv = [sys.executable, "-m", "streams.cli", "worker", "--broker", self.broker.url,
+                    "--web-port", str(port), "--data-dir", str(self.data_dir / f"w{i}"), "--partitions", "4"]
+            with open(self.data_dir / f"worker-{i}.log", "ab") as fh:
+                self.procs.append(spawn_guarded(argv, stdout=fh, stderr=fh, env=env))
+            self.webs.append(f"http://127.0.0.1:{port}")
+        say(f"starting {self.workers} worker(s); logs in {self.data_dir}")
+
+        def ready() -> bool:
+            for p, web in zip(self.procs, self.webs):
+                if p.poll() is not None:
+                    raise click.ClickException(f"a worker exited with code {p.returncode}; see {self.data_dir}")
+                try:
+                    if httpx.get(f"{web}/readyz", timeout=1).status_code != 200:
+                        return False
+                except httpx.HTTPError:
+                    return False
+            return True
+
+        wait_until(ready, timeout=120, interval=0.25, what="the drill's workers to become ready")
+
+    def stop(self) -> None:
+        from streams.procutil import stop_process
+
+        for p in self.procs:
+            stop_process(p, timeout=5)
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def _has_agent(web: str, agent: str) -> bool:
+    """Does the worker at ``web`` hold ``agent``'s detectors (i.e. own its partition)?"""
+    import httpx
+
+    try:
+        text = httpx.get(f"{web}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return False
+    return f'agent="{agent}"' in text
+
+
+def kill_worker_hooks(stack: EmbeddedStack, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Chaos hooks for :class:`streams.drill.Drill`: SIGKILL the drill agent's owner after the spike."""
+    from streams.procutil import wait_until
+
+    def after_spike(drill: Any, _: str) -> None:
+        agent = drill.ds.agent
+        owner = None
+        deadline = time.monotonic() + 15
+        while owner is None and time.monotonic() < deadline:
+            owner = next((i for i, w in enumerate(stack.webs) if _has_agent(w, agent)), None)
+            if owner is None:
+                time.sleep(0.05)
+        victim = owner if owner is not None else 0
+        proc = stack.procs[victim]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        survivor = next(i for i in range(len(stack.webs)) if i != victim)
+        drill.api = stack.webs[survivor]
+        drill.result.targets["api"] = drill.api
+        drill.result.chaos["kill_worker"] = {"killed": stack.webs[victim], "owned_drill_agent": owner is not None,
+                                             "killed_at": time.time(), "survivor": stack.webs[survivor]}
+
+    def before_recovery(drill: Any, _: str) -> None:
+        info = drill.result.chaos.get("kill_worker", {})
+        started = time.time()
+        try:  # the survivor must own the drill agent before the reset, or a re-read of the spike re-trips it
+            wait_until(lambda: _has_agent(info["survivor"], drill.ds.agent), timeout=timeout_s, interval=0.25,
+                       what="the survivor to take over the drill agent's partition")
+            info["failover_s"] = round(time.time() - info.get("killed_at", started), 3)
+        except TimeoutError as exc:
+            info["failover_error"] = str(exc)
+
+    return {"after_spike": after_spike, "before_recovery": before_recovery}
+
+
+# ---------------------------------------------------------------------------------- drill
+
+@click.command("drill")
+@click.option("--scope", help="Drill scope agent:drill-…/tool:…; default agent:drill-bot-<run id>/tool:shell "
+              "(a fresh agent id per run, so drills never see each other's windows).")
+@click.option("--profile", type=click.Choice(["near-miss-spike", "incident-burst", "drift"]),
+              default="near-miss-spike", show_default=True)
+@click.option("--broker", default=lambda: os.environ.get("TRIPWIRE_BROKER", BROKER_DEFAULT),
+              show_default=BROKER_DEFAULT, help="Kafka bootstrap URL of the deployment.")
+@click.option("--api", default=lambda: os.environ.get("TRIPWIRE_API", API_DEFAULT), show_default=API_DEFAULT,
+              help="A worker's HTTP base URL (authz, operator API).")
+@click.option("--alertmanager", default=lambda: os.environ.get("TRIPWIRE_ALERTMANAGER_URL") or None,
+              help="Alertmanager base URL; without it the alert steps are SKIPPED.")
+@click.option("--token", help="Operator token for the reset (else env TRIPWIRE_TOKEN, else .tripwire/admin.token).")
+@click.option("--token-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".tripwire"),
+              show_default=True, help="Where admin.token is looked for.")
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("drill-reports"),
+              show_default=True)
+@click.option("--slo-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML with open_s / deny_s / alert_s / recovery_s / grace_s (env TRIPWIRE_DRILL_SLO_*).")
+@click.option("--slo-open", type=float, help="Override: spike → breaker open, seconds.")
+@click.option("--slo-deny", type=float, help="Override: open → authz deny, seconds.")
+@click.option("--slo-alert", type=float, help="Override: open → alert (and reset → resolved), seconds.")
+@click.option("--slo-recovery", type=float, help="Override: reset → closed / allowed, seconds.")
+@click.option("--grace", type=float, help="Keep waiting this long past an SLO to report the real time.")
+@click.option("--traces-topic", default=lambda: os.environ.get("TRIPWIRE_TOPICS__TRACES", "agent-traces"))
+@click.option("--state-topic", default=lambda: os.environ.get("TRIPWIRE_TOPICS__BREAKER_STATE", "breaker-state"))
+@click.option("--events-topic", default=lambda: os.environ.get("TRIPWIRE_TOPICS__BREAKER_EVENTS", "breaker-events"))
+@click.option("--embedded", is_flag=True, help="Start an embedded broker and workers for this drill.")
+@click.option("--kill-worker", is_flag=True, help="Chaos (needs --embedded): two workers, SIGKILL the drill "
+              "agent's owner after the spike; the drill must pass through the survivor.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of the table.")
+def drill(scope: str | None, profile: str, broker: str, api: str, alertmanager: str | None, token: str | None,
+          token_dir: Path, report_dir: Path, slo_file: Path | None, slo_open: float | None, slo_deny: float | None,
+          slo_alert: float | None, slo_recovery: float | None, grace: float | None, traces_topic: str,
+          state_topic: str, events_topic: str, embedded: bool, kill_worker: bool, as_json: bool) -> None:
+    """Run a circuit-breaker drill and report PASS/FAIL per step (exit 1 on any FAIL)."""
+    from rich.console import Console
+
+    from streams import drill_report
+    from streams.drill import Drill, DrillConfig, DrillError, DrillSLO, Topics, find_token, report_result
+
+    console = Console(stderr=as_json)
+    if kill_worker and not embedded:
+        raise click.UsageError("--kill-worker needs --embedded (the drill must own the worker processes)")
+    try:
+        slo = DrillSLO.load(slo_file, open_s=slo_open, deny_s=slo_deny, alert_s=slo_alert,
+                            recovery_s=slo_recovery, grace_s=grace)
+    except (DrillError, ValueError, OSError) as exc:
+        raise click.ClickException(f"invalid drill SLOs: {exc}") from None
+    stack: EmbeddedStack | None = None
+    hooks: dict[str, Any] = {}
+    if embedded:
+        stack = EmbeddedStack(Path(tempfile.mkdtemp(prefix="tripwire-drill-")), workers=2 if kill_worker else 1,
+                              alertmanager=alertmanager)
+        try:
+            stack.start(say=lambda m: console.print(f"[dim]{m}[/dim]"))
+        except Exception:
+            stack.stop()
+            raise
+        broker, api, token = stack.broker.url, stack.webs[-1], stack.token
+        traces_topic, state_topic, events_topic = "agent-traces", "breaker-state", "breaker-events"
+        if kill_worker:
+            hooks = kill_worker_hooks(stack)
+    else:
+        token = find_token(token, dict(os.environ), token_dir)
+    bootstrap = broker.split("://", 1)[-1].replace(";", ",")
+    config = DrillConfig(bootstrap=bootstrap, api=api, alertmanager=alertmanager, scope=scope, profile=profile,
+                         token=token, topics=Topics(traces=traces_topic, breaker_state=state_topic,
+                                                    breaker_events=events_topic), slo=slo)
+    try:
+        with console.status("starting the drill") as status:
+            def on_step(step: Any) -> None:
+                colour = {"PASS": "green", "FAIL": "red"}.get(step.status, "yellow")
+                took = "" if step.seconds is None else f" {step.seconds:.2f}s"
+                console.print(f"  [{colour}]{step.status:7}[/] {step.name}{took}  [dim]{step.detail[:120]}[/dim]")
+
+            try:
+                runner = Drill(config, on_step=on_step, on_phase=lambda p: status.update(p), hooks=hooks)
+            except DrillError as exc:
+                raise click.ClickException(str(exc)) from None
+            console.print(f"drill [bold]{config.drill_id}[/bold]: {profile} on {runner.watch_scope}")
+            try:
+                result = runner.run()
+            except DrillError as exc:
+                raise click.ClickException(str(exc)) from None
+            status.update("reporting the result")
+            report_result(result, bootstrap, events_topic, runner.api, token)
+    finally:
+        if stack is not None:
+            stack.stop()
+    js, md = drill_report.write(result, report_dir)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        console.print(drill_report.table(result))
+        console.print(f"reports: {js}  {md}")
+        if not result.passed:
+            console.print(f"[bold red]drill FAILED at: {', '.join(result.failed_steps())}[/bold red]")
+    sys.exit(0 if result.passed else 1)
+
+
+# ---------------------------------------------------------------------------------- backtest
+
+@click.command("backtest")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Policy YAML to test (default deploy/policy/default.yaml).")
+@click.option("--traces", "traces_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Recorded trace events, JSONL (one event or batch per line).")
+@click.option("--step", "step_s", default=10.0, show_default=True, help="Evaluate every N seconds of event time.")
+@click.option("--label-burn", type=float, help="An agent is unsafe when its whole-file weighted near-miss burn "
+              "reaches this multiple of the objective (default: the smallest paging burn rate of the policy).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here ('-' = stdout).")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown report here.")
+def backtest(policy_file: Path | None, traces_file: Path, step_s: float, label_burn: float | None,
+             json_out: Path | None, md_out: Path | None) -> None:
+    """Replay recorded traces through decode, detectors and breakers in event time (no broker)."""
+    from rich.console import Console
+
+    from breakers.policy import PolicyInvalid, load_policy
+    from streams.backtest import backtest as run_backtest
+    from streams.backtest import markdown, table
+    from streams.settings import DEFAULT_POLICY
+
+    path = policy_file or DEFAULT_POLICY
+    try:
+        pol = load_policy(path)
+    except (PolicyInvalid, ValueError, OSError) as exc:
+        raise click.ClickException(f"invalid policy {path}: {exc}") from None
+    report = run_backtest(pol, traces_file, step_s=step_s, label_burn=label_burn)
+    doc = report.to_dict()
+    if json_out is not None and str(json_out) == "-":
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    Console().print(table(report))
+    if json_out is not None:
+        json_out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if md_out is not None:
+        md_out.write_text(markdown(report), encoding="utf-8")
+
+
+COMMANDS = [drill, backtest]
