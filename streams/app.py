@@ -163,9 +163,8 @@ def create_app(settings: Settings) -> faust.App:
     dlq = app.topic(settings.topics.dlq, partitions=settings.partitions, **raw)
     state_topic = app.topic(settings.topics.breaker_state, partitions=settings.partitions, **raw)
     events_topic = app.topic(settings.topics.breaker_events, partitions=settings.partitions, **raw)
-    scope_state = app.Table("scope-state", partitions=settings.partitions,
-                            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw",
-                                                value_serializer="raw"))
+    # bytes keys/values: faust then uses the raw codec for writes *and* for recovery
+    scope_state = app.Table("scope-state", partitions=settings.partitions, key_type=bytes, value_type=bytes)
 
     async def publish(change: Change) -> None:
         st = change.state

@@ -181,7 +181,9 @@ def breakers_list(ctx: click.Context, state: str | None, as_json: bool) -> None:
 
     items = doc.get("breakers", [])
     table = Table(title=f"tripwire breakers ({len(items)}; policy {doc.get('policy_version', '?')})")
-    for col in ("scope", "state", "since", "age", "budget", "reason", "key evidence"):
+    for col in ("scope", "state", "since", "age", "budget"):
+        table.add_column(col, no_wrap=True)
+    for col in ("reason", "key evidence"):
         table.add_column(col, overflow="fold")
     for b in items:
         table.add_row(b["scope"], _state_text(b["state"]), _iso(b.get("since")), _age(b.get("age_s")),
@@ -319,8 +321,9 @@ def incidents_list(ctx: click.Context, only_open: bool, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"incidents in {ctx.obj['topic']} ({len(rows)})")
-    for col in ("id", "scope", "opened", "state", "trigger"):
-        table.add_column(col, overflow="fold")
+    for col in ("id", "scope", "opened", "state"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("trigger", overflow="fold")
     for r in rows:
         state = r["state"] if r["state"] == "resolved" else f"open ({r['now']})"
         table.add_row(r["id"], r["scope"], _iso(r["opened_at"]), state, r["trigger"][:200])

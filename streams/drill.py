@@ -14,6 +14,7 @@ step               measured                                                     
 ``reset``          operator reset accepted (``POST /v1/breakers/{scope}/reset``)        —
 ``closed``         reset → ``closed`` seen on ``breaker-state``                         recovery_s (10 s)
 ``authz_allow``    reset → ``GET /v1/authz`` answers 200 again                          recovery_s (10 s)
+``stays_closed``   no breaker of the drill agent re-trips for settle_s after the reset   settle_s (6 s)
 ``alert_resolved`` reset → the alert is no longer active in Alertmanager               alert_s (30 s)
 =================  ==================================================================  ==============
 
@@ -53,7 +54,7 @@ PASS, FAIL, SKIPPED = "PASS", "FAIL", "SKIPPED"
 DRILL_PREFIX = "drill-"
 DEFAULT_SCOPE = "agent:drill-bot/tool:shell"
 STEPS = ("detection", "breaker_open", "authz_deny", "alert_fired", "reset", "closed", "authz_allow",
-         "alert_resolved")
+         "stays_closed", "alert_resolved")
 #: the record key of drill results on breaker-events (one partition holds them all)
 RESULT_KEY = b"drill"
 
@@ -74,6 +75,8 @@ class DrillSLO(BaseSettings):
     alert_s: float = Field(30.0, gt=0, description="breaker open → alert in Alertmanager; reset → resolved")
     recovery_s: float = Field(10.0, gt=0, description="reset → closed on breaker-state and authz allows")
     grace_s: float = Field(5.0, ge=0, description="keep waiting this long past an SLO to report the real time")
+    settle_s: float = Field(6.0, ge=0, description="reset no earlier than this after the spike (workers evaluate "
+                            "good-only events every 5 s), and watch this long after recovery that it stays closed")
 
     @classmethod
     def load(cls, file: Path | None = None, **overrides: float | None) -> "DrillSLO":
@@ -309,8 +312,7 @@ class TopicWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                       client_id="tripwire-drill", request_timeout_ms=int(timeout_s * 1000) + 1000,
-                                       api_version_auto_timeout_ms=int(timeout_s * 1000))
+                                       client_id="tripwire-drill", request_timeout_ms=int(timeout_s * 1000) + 1000)
         tps = []
         deadline = time.monotonic() + timeout_s
         for topic in topics:
@@ -425,7 +427,7 @@ class Drill:
                                   targets={"broker": config.bootstrap, "api": self.api,
                                            "alertmanager": config.alertmanager},
                                   slo={"open_s": slo.open_s, "deny_s": slo.deny_s, "alert_s": slo.alert_s,
-                                       "recovery_s": slo.recovery_s})
+                                       "recovery_s": slo.recovery_s, "settle_s": slo.settle_s})
 
     # ------------------------------------------------------------------ helpers
     def _headers(self) -> dict[str, str]:
@@ -484,6 +486,7 @@ class Drill:
         except Exception as exc:  # noqa: BLE001 - fall back to polling the API
             log.warning("cannot follow breaker topics (%s); polling %s instead", exc, self.api)
             watcher = None
+        self.result.targets["observed_via"] = "breaker-state topic" if watcher else "API polling (fallback)"
         try:
             producer = TraceProducer(cfg.bootstrap, cfg.topics.traces)
         except BrokerUnreachable as exc:
@@ -592,6 +595,10 @@ class Drill:
     def _recover(self, watcher: TopicWatcher | None) -> None:
         cfg, slo, prof = self.config, self.config.slo, self.profile
         scope = self.watch_scope
+        settle_until = self.result.chaos.get("spike_started_at", 0.0) + slo.settle_s
+        if time.time() < settle_until:  # let the worker finish evaluating the spike, or it re-trips after the reset
+            self.on_phase("letting the worker finish evaluating the spike")
+            time.sleep(settle_until - time.time())
         self.on_phase("resetting the drill scopes")
         reset_at = time.time()
         reset_ok = False
@@ -613,7 +620,7 @@ class Drill:
             self._record(StepResult("reset", PASS if reset_ok else FAIL, time.time() - reset_at, None,
                                     f"reset {', '.join(scopes)}" if reset_ok else "; ".join(errors)[:600]))
         if not reset_ok:
-            for name in ("closed", "authz_allow"):
+            for name in ("closed", "authz_allow", "stays_closed"):
                 self._record(StepResult(name, FAIL, None, slo.recovery_s, "not reached: the reset failed"))
             if cfg.alertmanager and prof.pages:
                 self._record(StepResult("alert_resolved", FAIL, None, slo.alert_s, "not reached: the reset failed"))
@@ -643,6 +650,7 @@ class Drill:
         step = self._timed("authz_allow", slo.recovery_s, reset_at, at, "/v1/authz answered 200", wait)
         if at is None and last:
             step.detail += f"; last answer {last.get('status')} state={last.get('state')}"
+        self._stays_closed(watcher, at)
         if not cfg.alertmanager:
             self._record(StepResult("alert_resolved", SKIPPED, None, slo.alert_s, "no --alertmanager given"))
         elif not prof.pages:
@@ -653,6 +661,36 @@ class Drill:
                        max(0.0, reset_at + slo.alert_s + slo.grace_s - time.time()), interval=0.25)
             self._timed("alert_resolved", slo.alert_s, reset_at, at, "alert no longer active",
                         slo.alert_s + slo.grace_s)
+
+    def _stays_closed(self, watcher: TopicWatcher | None, allowed_at: float | None) -> None:
+        """After recovery no scope of the drill agent may re-trip (e.g. a pending evaluation of the spike)."""
+        slo = self.config.slo
+        if allowed_at is None:
+            self._record(StepResult("stays_closed", FAIL, None, slo.settle_s, "not reached: authz never allowed"))
+            return
+        self.on_phase(f"checking that the breaker stays closed for {slo.settle_s:g}s")
+        mine = (self.ds.scope, self.ds.agent_scope, self.watch_scope)
+        retrip = None
+        deadline = allowed_at + slo.settle_s
+        while time.time() < deadline and retrip is None:
+            time.sleep(0.2)
+            if watcher is not None:
+                retrip = watcher.find(self.config.topics.breaker_state, lambda v: v.get("scope") in mine
+                                      and v.get("state") not in ("closed", "shadow")
+                                      and float(v.get("updated_at") or 0) > allowed_at - 0.5
+                                      and v.get("actor") == "tripwire")
+        try:
+            denied = self._authz().status_code != 200
+        except httpx.HTTPError as exc:
+            self._record(StepResult("stays_closed", FAIL, None, slo.settle_s, f"authz unreachable: {exc}"))
+            return
+        if retrip is not None or denied:
+            why = (f"{retrip.value.get('scope')} went {retrip.value.get('state')} again: "
+                   f"{str(retrip.value.get('reason'))[:150]}") if retrip else "authz denies again"
+            self._record(StepResult("stays_closed", FAIL, None, slo.settle_s, why))
+        else:
+            self._record(StepResult("stays_closed", PASS, slo.settle_s, slo.settle_s,
+                                    f"closed and allowed for {slo.settle_s:g}s"))
 
     def _scopes_to_reset(self) -> list[str]:
         """The watched scope plus every other non-closed scope of the drill agent (authz checks them all)."""

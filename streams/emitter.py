@@ -61,7 +61,7 @@ def sign(value: bytes, key: bytes | str) -> str:
     """The ``tripwire-signature`` header value of a message value.
 
     >>> sign(b'{"a":1}', "k3y")
-    'v1=6c4ec0ba8a1bd3ef0b96a5e4e88cf05fbb4cfe6ab0b0dde7658ea28e4e6fd8e2'
+    'v1=32db719f172c48e89dbfa56ed20d9e19cdbfdbe9f652ccdf5fa03494d2444853'
     """
     secret = key.encode("utf-8") if isinstance(key, str) else key
     return "v1=" + hmac.new(secret, value, hashlib.sha256).hexdigest()
@@ -372,7 +372,7 @@ class Emitter:
 
         config: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "client_id": "tripwire-emitter",
                                   "acks": 1, "linger_ms": 5, "retries": 5, "max_block_ms": 10_000,
-                                  "request_timeout_ms": 10_000, "api_version_auto_timeout_ms": 2000}
+                                  "request_timeout_ms": 10_000, "bootstrap_timeout_ms": 2000}
         config.update(self._producer_config)
         try:
             self._producer = KafkaProducer(**config)

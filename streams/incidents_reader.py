@@ -81,8 +81,7 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[byte
 
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                 request_timeout_ms=int(timeout_s * 1000) + 1000,
-                                 api_version_auto_timeout_ms=int(timeout_s * 1000))
+                                 request_timeout_ms=int(timeout_s * 1000) + 1000)
     except (KafkaError, OSError, ValueError) as exc:
         raise IncidentsReadError(f"cannot reach a Kafka broker at {bootstrap}: {exc}") from exc
     try:

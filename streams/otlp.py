@@ -5,7 +5,7 @@ Input is what the OpenTelemetry Collector's Kafka exporter writes: one
 mapping: ``resourceSpans[].scopeSpans[].spans[]``, hex ``traceId``/``spanId``,
 ``*UnixNano`` times as strings, attributes as ``[{key, value: {stringValue|...}}]``)
 or ``otlp_proto`` (binary protobuf; needs the ``opentelemetry-proto`` package).
-:func:`decode_request` tells the two apart by the first byte ('{' is JSON: a
+:func:`decode_request` tells the two apart by the first byte ('{' or '[' is JSON: a
 protobuf ExportTraceServiceRequest starts with the tag of field 1, 0x0a).
 
 Each span is mapped on its own by :func:`map_span` following the GenAI semantic
@@ -155,7 +155,7 @@ def decode_request(value: bytes | None) -> dict[str, Any]:
     if not value:
         raise OtlpError("otlp_empty", "message value is empty or null")
     head = value.lstrip()[:1]
-    if head == b"{":
+    if head in (b"{", b"["):  # JSON; never the first byte of a protobuf ExportTraceServiceRequest
         try:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     operator_tokens_file: Path | None = Field(
         None, description="optional JSON/YAML file holding more operator entries (same shape as `operators`)"
     )
+    ingest_tokens: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="bearer tokens for POST /v1/traces, stored hashed: [{name, token_sha256}]"
+        " (operator and admin tokens are accepted too)",
+    )
     jwt_keys: list[dict[str, Any]] = Field(
         default_factory=list,
         description="tool-token verification keys for /v1/introspect: [{kid, alg: HS256, secret} | "

@@ -215,10 +215,19 @@ def _nice_step(span: float, ticks: int = 5) -> float:
     return 10 * mag
 
 
-def _fmt(v: float, percent: bool) -> str:
-    if percent:
-        return f"{v * 100:.3g}%"
+def _num(v: float) -> str:
+    """Three significant digits without exponents for everyday magnitudes."""
+    if not _finite(v):
+        return "–"
+    if v == 0:
+        return "0"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
     return f"{v:.3g}"
+
+
+def _fmt(v: float, percent: bool) -> str:
+    return _num(v * 100) + "%" if percent and _finite(v) else _num(v)
 
 
 def _fmt_time(ts: float, span: float) -> str:
@@ -277,7 +286,8 @@ def render_svg_chart(
     for i in range(n_y + 1):
         v = lo + i * ystep
         yy = y(v)
-        out.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="#eee"/>')
+        grid = "#999" if abs(v) < ystep / 2 and lo < 0 else "#eee"  # zero line when values go negative
+        out.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{left + pw}" y2="{yy:.1f}" stroke="{grid}"/>')
         out.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end" class="ax">{esc(_fmt(v, percent))}</text>')
     for i in range(6):
         t = start + span * i / 5
@@ -343,8 +353,7 @@ def render_html(snap: Snapshot) -> str:
              "<h1>tripwire on-call snapshot</h1>",
              f'<p class="meta">{esc(when)} · last {esc(_human(span))} · source: {esc(snap.prometheus)}</p>']
 
-    counts = " · ".join(f"{_state_badge(st)} {int(snap.state_counts.get(st, 0))}"
-                        for st in (*STATE_ORDER, "closed") if st in snap.state_counts or st != "closed")
+    counts = " · ".join(f"{_state_badge(st)} {int(snap.state_counts.get(st, 0))}" for st in STATE_ORDER)
     parts.append(f"<h2>Breakers not closed</h2><p>{counts}</p>")
     if snap.breakers:
         parts.append('<table class="breakers"><thead><tr><th>scope</th><th>state</th>'

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 from e2e_helpers import (Nginx, Tokens, ToolBackend, bearer, breaker, calls, incidents, scope_url, send_batched,
                          serve, start_nginx)
 from streams.producer import TraceProducer
-from support import Topics, WorkerProc, require_binary, start_worker, stop_process, wait_for
+from support import Topics, require_binary, start_worker, stop_process, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

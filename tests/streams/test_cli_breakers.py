@@ -44,6 +44,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("TRIPWIRE_TOKEN", "TRIPWIRE_API", "TRIPWIRE_BROKER", "TRIPWIRE_TOPICS__BREAKER_EVENTS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "240")
 
 
 def run(*args: str) -> Result:
@@ -111,7 +112,9 @@ def test_incidents_list_and_markdown(cli_worker: WorkerProc, broker: Any) -> Non
     args = ("incidents", "--broker", broker.url, "--topic", w.topics.breaker_events)
 
     def listed() -> dict[str, Any] | None:
-        doc = json.loads(run(*args, "list", "--json").output)
+        r = run(*args, "list", "--json")
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.output)
         hits = [i for i in doc["incidents"] if i["scope"] == SCOPE and i["state"] == "resolved"]
         return hits[0] if hits else None
 
