@@ -18,8 +18,8 @@ def test_kill_worker_drill_passes_through_the_survivor(tmp_path: Path) -> None:
             "--report-dir", str(tmp_path / "reports")]
     proc = subprocess.run(argv, cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(next((tmp_path / "reports").glob("*.json")).read_text())
+    assert proc.returncode == 0, json.dumps(doc["steps"], indent=1) + proc.stderr
     chaos = doc["chaos"]["kill_worker"]
     assert doc["result"] == "pass"
     assert chaos["owned_drill_agent"] and chaos["killed"] != chaos["survivor"]

@@ -64,7 +64,7 @@ def test_profiles_trip_the_shipped_policy_and_stay_in_their_scope(name: str) -> 
              "tool": "shell", "status": "ok"} for i in range(50)]
     _feed(monitor, "prod", prod)
     monitor.evaluate()
-    cross_before = {s: monitor.counts_for(s).window_counts(3600, monitor.clock.now())  # type: ignore[union-attr]
+    cross_before = {s: monitor.window_counts(s, 3600, monitor.clock.now())
                     for s in ("tool:shell", "global")}
     ds = drill_scope(None, "abcdef123")
     _feed(monitor, ds.agent, prof.build(ds, "abcdef123", now))
@@ -78,7 +78,7 @@ def test_profiles_trip_the_shipped_policy_and_stay_in_their_scope(name: str) -> 
     assert "agent:prod" not in monitor.states
     now2 = monitor.clock.now()
     for s, before in cross_before.items():
-        after = monitor.counts_for(s).window_counts(3600, now2)  # type: ignore[union-attr]
+        after = monitor.window_counts(s, 3600, now2)
         assert after["tool_calls"] == before["tool_calls"] and after["near_misses"] == before["near_misses"], s
 
 
