@@ -24,6 +24,8 @@ topic). Deployments that value availability over containment set ``fail_mode: op
 """
 from __future__ import annotations
 
+import functools
+
 import fnmatch
 import hashlib
 import re
@@ -90,6 +92,7 @@ def parse_duration(value: Any) -> int:
     return int(round(seconds))
 
 
+@functools.lru_cache(maxsize=256)
 def format_duration(seconds: float) -> str:
     """Short label for a window: 3600 → '1h', 300 → '5m', 90 → '90s'.
 

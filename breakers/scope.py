@@ -30,6 +30,8 @@ Identifier rules (one place, :func:`validate_id`):
 """
 from __future__ import annotations
 
+import functools
+
 import fnmatch
 import re
 from dataclasses import dataclass
@@ -146,6 +148,7 @@ def _split(text: str, pattern: bool) -> tuple[str | None, str | None, str | None
     raise ScopeError(f"unknown scope form {rest[:40]!r} (expected global, agent:, tool:)")
 
 
+@functools.lru_cache(maxsize=65536)
 def parse_scope(text: str) -> Scope:
     """Parse and validate a scope string; raise ScopeError on garbage.
 

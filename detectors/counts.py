@@ -405,22 +405,27 @@ class RollingCounts(Detector):
             f[fb + s * NF : fb + s * NF + NF] = zf
 
     def _level_sums(self, j: int, lo: int, hi: int) -> list[float]:
-        """Per-key sums (storage order: ints then floats) of level ``j`` buckets ``lo..hi``."""
+        """Per-key sums (storage order: ints then floats) of level ``j`` buckets ``lo..hi``.
+
+        Strided slices of the flat arrays, summed in C by ``sum``: a window is at most a
+        few dozen buckets, where numpy's per-call overhead would cost more than the sums.
+        """
         lay = self._lay
         n = lay.n[j]
-        rb = lay.ibase[j] // NI  # first row of the level
-        I = _np.frombuffer(self._i, dtype=_np.uint32).reshape(-1, NI)
-        F = _np.frombuffer(self._f, dtype=_np.float32 if lay.ftc == "f" else _np.float64).reshape(-1, NF)
+        ib, fb = lay.ibase[j], lay.fbase[j]
+        i, f = self._i, self._f
         s0 = lo % n
-        cnt = hi - lo + 1
-        a, z = rb + s0, rb + min(s0 + cnt, n)
-        si = I[a:z].sum(axis=0, dtype=_np.int64)
-        sf = F[a:z].sum(axis=0, dtype=_np.float64)
-        if s0 + cnt > n:
-            z = rb + s0 + cnt - n
-            si = si + I[rb:z].sum(axis=0, dtype=_np.int64)
-            sf = sf + F[rb:z].sum(axis=0, dtype=_np.float64)
-        return si.tolist() + sf.tolist()
+        cnt = min(hi - lo + 1, n)
+        spans = ((s0, min(s0 + cnt, n)),) if s0 + cnt <= n else ((s0, n), (0, s0 + cnt - n))
+        out = [0.0] * (NI + NF)
+        for a, z in spans:
+            ia, iz = ib + a * NI, ib + z * NI
+            fa, fz = fb + a * NF, fb + z * NF
+            for k in range(NI):
+                out[k] += sum(i[ia + k:iz:NI])
+            for k in range(NF):
+                out[NI + k] += sum(f[fa + k:fz:NF])
+        return out
 
     # ------------------------------------------------------------------ reads
     def window_vector(self, window_s: float, now: float) -> list[float]:

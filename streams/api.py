@@ -203,6 +203,8 @@ class Api:
             return _err(409, str(exc), state=current.state)
         except ValueError as exc:
             return _err(400, str(exc))
+        if kind == "reset":
+            mon.note_reset(scope, now)
         mon.states[scope] = new
         for t in transitions:
             mon.transitions_total[(t.from_state, t.to_state)] += 1

@@ -39,7 +39,7 @@ from breakers.policy import PolicyInvalid, load_policy
 from streams.api import Api, Reply
 from streams.metrics import CachedSource, Metrics, gauge
 from streams.monitor import Change, Monitor
-from streams.pipeline import TracePipeline
+from streams.pipeline import DEDUPE_KEY_PREFIX, TracePipeline
 from streams.settings import Settings
 from streams.state_reader import StateReader
 from streams.views import breaker_families, monitor_families
@@ -96,6 +96,9 @@ class Readiness:
             return False, "reading breaker-state"
         if self.reader.error:
             return False, f"breaker-state reader: {self.reader.error}"
+        if self.reader.broker_error is not None:
+            return False, (f"broker unreachable for {self.reader.broker_unreachable_s():.0f}s "
+                           f"({self.reader.broker_error[:120]}); authz answers from the last known breaker states")
         return True, "consuming"
 
 
@@ -131,6 +134,8 @@ def create_app(settings: Settings) -> faust.App:
         autodiscover=False,
         stream_wait_empty=False,
         producer_linger_ms=5,
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        stream_buffer_maxsize=16384,
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
         broker_rebalance_timeout=REBALANCE_TIMEOUT_S,
@@ -196,9 +201,13 @@ def create_app(settings: Settings) -> faust.App:
             for letter in dead:
                 await dlq.send(key=letter.key, value=letter.value, headers={"tripwire-reason": letter.reason.encode()})
 
+    resets_handled = [0, 0]
+
     @app.timer(settings.evaluate_interval_s)
     async def decide() -> None:
         started = time.time()
+        if (reader.resets, reader.reconnects) != tuple(resets_handled):
+            await _after_outage()
         for change in monitor.evaluate(started):
             await publish(change)
         for lag in monitor.decision_lags:
@@ -206,6 +215,33 @@ def create_app(settings: Settings) -> faust.App:
         monitor.decision_lags.clear()
         if pending_alerts:
             await _send_alerts()
+
+    async def _after_outage() -> None:
+        """The broker answers again: recreate missing topics; if it lost its data, write back what we know."""
+        from streams.topics import ensure_topics
+
+        resets, reconnects = reader.resets, reader.reconnects
+        try:
+            created = await asyncio.get_running_loop().run_in_executor(None, ensure_topics, settings)
+            await scope_state.changelog_topic.declare()
+        except Exception as exc:  # noqa: BLE001 - the broker went away again: retried on the next tick
+            log.warning("re-checking topics after the outage failed (will retry): %s", exc)
+            return
+        was_reset = resets != resets_handled[0]
+        resets_handled[:] = [resets, reconnects]
+        if created or was_reset:
+            log.warning("the broker came back without its data (recreated: %s)", ", ".join(created) or "none")
+            await _rewrite_lost_state()
+
+    async def _rewrite_lost_state() -> None:
+        """The broker lost its data (memory-only broker restarted): write back what this worker knows."""
+        enforcing = [st for st in monitor.states.values() if st.state != "closed"]
+        for st in enforcing:
+            await state_topic.send(key=st.scope.encode(), value=orjson.dumps(st.to_dict()))
+        monitor.dirty_agents.update(monitor.agents)
+        pipeline.rewrite_dedupe()
+        log.warning("breaker-state was reset: re-published %d non-closed breaker states; detector and dedupe "
+                    "checkpoints of %d agents are rewritten", len(enforcing), len(monitor.agents))
 
     async def _send_alerts() -> None:
         assert alerts is not None
@@ -247,16 +283,43 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.timer(settings.checkpoint_interval_s)
     async def checkpoint() -> None:
+        write_checkpoint()
+
+    def write_checkpoint() -> None:
+        # dedupe memory and detector state are taken in one synchronous step (no event in
+        # between), dedupe first: on a changelog partition an agent state never lands
+        # without the event ids it counted (see docs/operations.md, "Restart")
+        for partition, key, value in pipeline.checkpoint_dedupe():
+            scope_state.send_changelog(partition, key.encode(), value, key_serializer="raw", value_serializer="raw")
         for partition, key, value in monitor.checkpoint():
             kb = key.encode()
             scope_state.data[kb] = value
             scope_state.send_changelog(partition, kb, value, key_serializer="raw", value_serializer="raw")
 
+    @app.on_partitions_revoked.connect
+    async def _revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        # faust has drained the streams and committed their offsets: checkpoint now, so the
+        # next owner of a revoked partition resumes exactly where the commit left off
+        write_checkpoint()
+        await app.producer.flush()
+
+    drop_dedupe_keys = settings.store.startswith("memory")
+
     @scope_state.on_recover
     async def _restore() -> None:
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == traces_topic}
         restored = 0
+        dedupe: dict[int, list[bytes]] = {}
+        log.info("DEBUG keys %r assigned %r", list(scope_state.data.keys())[:20], assigned)
+        prefix = DEDUPE_KEY_PREFIX.encode()
         for key, value in list(scope_state.data.items()):
+            if isinstance(key, bytes) and key.startswith(prefix):
+                part = int(key[len(prefix):].split(b":", 1)[0])
+                if part in assigned:
+                    dedupe.setdefault(part, []).append(value)
+                if drop_dedupe_keys:  # memory store: recovery re-reads the changelog on every assignment
+                    del scope_state.data[key]
+                continue
             try:
                 partition = orjson.loads(value).get("partition")
             except orjson.JSONDecodeError:
@@ -265,7 +328,9 @@ def create_app(settings: Settings) -> faust.App:
                 monitor.restore(key.decode() if isinstance(key, bytes) else str(key), value)
                 restored += 1
         dropped = monitor.drop_partitions(assigned)
-        log.info("state recovered: %d agents restored from the changelog, %d handed off", restored, dropped)
+        ids = sum(pipeline.restore_dedupe(part, chunks) for part, chunks in dedupe.items())
+        log.info("state recovered: %d agents restored from the changelog, %d handed off, %d event ids for dedupe",
+                 restored, dropped, ids)
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
@@ -336,6 +401,21 @@ def create_app(settings: Settings) -> faust.App:
         async def get(self, request: Request) -> Response:
             ready, why = readiness.check()
             return self.json({"ready": ready, "reason": why}, status=200 if ready else 503)
+
+    @app.page("/v1/status")
+    class Status(View):
+        """Cheap JSON progress for people and scripts (``tripwire up``, benchmarks)."""
+
+        async def get(self, request: Request) -> Response:
+            c = pipeline.counters
+            states: dict[str, int] = {}
+            for st in monitor.states.values():
+                states[st.state] = states.get(st.state, 0) + 1
+            ready, why = readiness.check()
+            return self.json({"ready": ready, "reason": why, "events": sum(c.events.values()),
+                              "rejected": sum(c.rejected.values()), "duplicates": c.duplicates,
+                              "messages": c.messages, "agents": len(monitor.agents), "breakers": states,
+                              "policy_version": monitor.policy.policy_version})
 
     @app.page("/v1/authz")
     class Authz(View):

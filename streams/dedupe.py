@@ -10,6 +10,8 @@ repeated ``event_id`` is dropped. Memory is capped: the oldest ids go first.
 
 from __future__ import annotations
 
+import itertools
+
 
 class RecentIds:
     """Insertion-ordered id -> first-seen time, expired by age and by count."""
@@ -47,6 +49,14 @@ class RecentIds:
             del ids[event_id]
             gone += 1
         return gone
+
+    def newest(self, n: int) -> list[list[object]]:
+        """The ``n`` most recently inserted ``[id, seen_at]`` pairs, oldest first."""
+        if n <= 0:
+            return []
+        out = [[k, v] for k, v in itertools.islice(reversed(self._ids.items()), n)]
+        out.reverse()
+        return out
 
     def to_state(self) -> list[list[object]]:
         return [[k, v] for k, v in self._ids.items()]

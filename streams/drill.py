@@ -516,6 +516,7 @@ class Drill:
         res.chaos.setdefault("spike_started_at", spike_at)
         if "after_spike" in self.hooks:
             self.hooks["after_spike"](self, "after_spike")
+        hooks_done = time.time()
 
         # detection + open
         self.on_phase(f"waiting for {scope} to become {prof.expect_state}")
@@ -541,7 +542,8 @@ class Drill:
                     f"decision: {scope} → {expect}" + (f" ({trans.value.get('reason', '')[:120]})" if trans else ""),
                     wait_open)
         self._timed("breaker_open", slo.open_s, spike_at, open_at, f"{expect} seen on breaker-state", wait_open)
-        since_open = open_at if open_at is not None else time.time()
+        # the deny clock starts when the drill could first ask (a chaos hook may have run past the open)
+        since_open = max(open_at, hooks_done) if open_at is not None else time.time()
 
         # authz
         want = 403 if prof.enforces else 200

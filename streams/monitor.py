@@ -123,6 +123,10 @@ class _Reader:
         hit = self._cache.get(key)
         if hit is None:
             hit = self.monitor.window_counts(scope, window_s, self.now)
+            base = self.monitor.reset_baselines.get(scope)
+            if base is not None and self.now - base[0] < window_s and window_s in base[1]:
+                before = base[1][window_s]
+                hit = {k: max(0.0, v - before.get(k, 0.0)) for k, v in hit.items()}
             self._cache[key] = hit
         return hit
 
@@ -153,6 +157,13 @@ class Monitor:
         self.relaxed_eval_s = 5.0
         self._last_relaxed = 0.0
         self._cost_urgent = any(b.signal == "cost" for b in policy.budgets)
+        #: a scope is evaluated on the first tick after a bad event (``evaluate_interval_s``,
+        #: 0.25 s by default), then at most once per ``hot_eval_s`` while bad events keep coming
+        self.hot_eval_s = 1.0
+        self._evaluated_at: dict[str, float] = {}
+        #: operator resets: (reset time, {window_s: counts at reset}) per scope; evidence from
+        #: before a reset no longer counts against the scope (see :meth:`note_reset`)
+        self.reset_baselines: dict[str, tuple[float, dict[int, dict[str, float]]]] = {}
 
         self.dirty_agents: set[str] = set()
         self.drift_reports: list[DriftReport] = []
@@ -317,9 +328,15 @@ class Monitor:
             if st.state != "closed" and self._owns(scope):
                 candidates.add(scope)
         policy = self.policy
+        evaluated_at = self._evaluated_at
+        hot_s = self.hot_eval_s
         for scope in candidates:
+            if wall - evaluated_at.get(scope, -1e18) < hot_s:
+                self.urgent_scopes.add(scope)  # evaluated moments ago: at most once per hot_eval_s
+                continue
             if not policy.budgets_for(scope) and scope not in self.states:
                 continue
+            evaluated_at[scope] = wall
             verdicts = evaluate(policy, scope, reader)
             self.last_verdicts[scope] = verdicts
             old = self.states.get(scope) or BreakerState.initial(scope, now, policy)
@@ -334,6 +351,26 @@ class Monitor:
                     self.transitions_total[(t.from_state, t.to_state)] += 1
                 changes.append(Change(new, transitions, verdicts))
         return changes
+
+    def note_reset(self, scope: str, at: float) -> None:
+        """An operator reset ``scope``: evidence from before ``at`` stops counting against it.
+
+        Without this, an evidence-based breaker re-trips seconds after a reset, on the
+        very events the operator just reviewed. The counts at the reset are subtracted
+        from each window until the window has rolled past the reset. Approximation: as
+        pre-reset buckets age out of a window, the subtraction can exceed what is left of
+        them (clamped at 0), so the window briefly under-counts; it is exact again once
+        the window no longer reaches back before the reset.
+        """
+        if self.agent_of(scope) is not None and not self._owns(scope):
+            return  # the owner of the scope's counts takes the baseline
+        now = self.clock.now()
+        windows = {w for b in self.policy.budgets_for(scope) for r in b.windows for w in (r.long, r.short) if w}
+        self.reset_baselines[scope] = (at, {w: self.window_counts(scope, w, now) for w in windows})
+        longest = max(windows, default=0)
+        for s_, (t, _) in list(self.reset_baselines.items()):
+            if now - t > max(longest, 3 * 86400):
+                del self.reset_baselines[s_]
 
     def _owns(self, scope: str) -> bool:
         agent = self.agent_of(scope)
@@ -352,6 +389,9 @@ class Monitor:
             return
         cur = self.states.get(st.scope)
         if cur is None or st.updated_at >= cur.updated_at:
+            if (st.state == "closed" and st.actor not in (None, "", "tripwire")
+                    and cur is not None and cur.state != "closed"):
+                self.note_reset(st.scope, st.since or st.updated_at)
             self.states[st.scope] = st
 
     # ------------------------------------------------------------------ partitions and checkpoints

@@ -70,15 +70,14 @@ GUARDRAIL_NAME_KEYS = (
     "gen_ai.security.guardrail.id",
     "gen_ai.guardrail.id",
 )
-_DECISIONS: dict[str, str | None] = {}
-for _words, _action in (
-    ("block blocked deny denied reject rejected refuse refused stop stopped", "blocked"),
-    ("modify modified redact redacted mask masked sanitize sanitized rewrite rewritten", "modified"),
-    ("warn warned warning flag flagged audit audited", "warned"),
-    ("allow allowed pass passed accept accepted approve approved ok none", None),
-):
-    for _w in _words.split():
-        _DECISIONS[_w] = _action
+#: guardrail result words -> monitor_flag action (None: the guardrail let it through, no event)
+_DECISION_WORDS: dict[str | None, str] = {
+    "blocked": "block blocked deny denied reject rejected refuse refused stop stopped",
+    "modified": "modify modified redact redacted mask masked sanitize sanitized rewrite rewritten",
+    "warned": "warn warned warning flag flagged audit audited",
+    None: "allow allowed pass passed accept accepted approve approved ok none",
+}
+DECISIONS: dict[str, str | None] = {w: action for action, words in _DECISION_WORDS.items() for w in words.split()}
 
 #: every reason a span is skipped (the metric's label values)
 SKIP_REASONS: tuple[str, ...] = (
@@ -347,7 +346,7 @@ def map_span(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, 
     (span or resource) sets a schema field directly and wins over the mapped value;
     ``tripwire.kind`` maps a span without a GenAI operation (e.g. ``refusal``).
     """
-    attrs = attributes(_get(span, "attributes", "attributes"))
+    attrs = attributes(span.get("attributes"))
     merged = {**resource, **attrs}
     op = merged.get("gen_ai.operation.name")
     op = op.strip().lower() if isinstance(op, str) else None
@@ -367,7 +366,7 @@ def map_span(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, 
         decision = _first(merged, *GUARDRAIL_DECISION_KEYS)
         if decision is None:
             return Skip("guardrail_no_decision")
-        action = _DECISIONS.get(str(decision).strip().lower(), "?")
+        action = DECISIONS.get(str(decision).strip().lower(), "?")
         if action is None:
             return Skip("guardrail_allowed")
         if action == "?":

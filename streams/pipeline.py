@@ -9,15 +9,23 @@ thin, replaceable layer.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from streams.decode import decode_message
+import orjson
+
+from streams.decode import Reject, decode_message
 from streams.dedupe import RecentIds
 from streams.dlq import dlq_record
 from streams.metrics import IngestCounters
 from streams.schema import TraceEvent
 from streams.settings import Settings
+from streams.signing import SignaturePolicy
+
+#: changelog keys of the dedupe checkpoints: ``\x00dedupe:<partition>:<slot>`` (never an agent id)
+DEDUPE_KEY_PREFIX = "\x00dedupe:"
+#: event ids per dedupe checkpoint chunk (~50 bytes each: a chunk stays far below Kafka's 1 MB)
+DEDUPE_CHUNK_IDS = 4000
 
 
 @dataclass(slots=True)
@@ -39,7 +47,12 @@ class TracePipeline:
         self.counters = IngestCounters()
         self.sink = sink
         self.verify = verify
+        self.signing = SignaturePolicy.from_settings(settings.signing_keys, settings.require_signature)
         self._recent: dict[int, RecentIds] = {}
+        #: dedupe checkpoints: ids inserted per partition (ever, counting restored ones) and at the last checkpoint
+        self._inserted: dict[int, int] = {}
+        self._checkpointed: dict[int, int] = {}
+        self._slots = -(-settings.dedupe_max_ids // DEDUPE_CHUNK_IDS) + 1
 
     def recent_ids(self, partition: int) -> RecentIds:
         recent = self._recent.get(partition)
@@ -52,6 +65,8 @@ class TracePipeline:
     def forget_partition(self, partition: int) -> None:
         """Drop per-partition memory after the partition moved to another worker."""
         self._recent.pop(partition, None)
+        self._inserted.pop(partition, None)
+        self._checkpointed.pop(partition, None)
 
     def process(
         self,
@@ -71,7 +86,15 @@ class TracePipeline:
         if self.verify is not None and value:
             hdrs = headers or []
             verify = lambda v: self.verify(key, v, hdrs)  # noqa: E731
+        signed = True
+        signing = self.signing
+        if signing is not None and value and len(value) <= self.settings.max_message_bytes:
+            signed, problem = signing.check_message(key, value, headers)
+            if problem is not None:
+                verify = lambda v: problem  # noqa: E731 - decode_message reports it as bad_signature
         events, rejects = decode_message(key, value, max_bytes=self.settings.max_message_bytes, verify=verify)
+        if events and not signed and signing is not None and signing.enforcing:
+            events = self._drop_unsigned(events, value, rejects)
         dead: list[DeadLetter] = []
         for reject in rejects:
             counters.rejected[reject.reason] += 1
@@ -94,6 +117,89 @@ class TracePipeline:
                     continue
                 tally[ev.kind] += 1
                 fresh.append(ev)
-            if fresh and self.sink is not None:
-                self.sink(partition, fresh)
+            if fresh:
+                self._inserted[partition] = self._inserted.get(partition, 0) + len(fresh)
+                if self.sink is not None:
+                    self.sink(partition, fresh)
         return dead
+
+    def _drop_unsigned(self, events: list[TraceEvent], value: bytes | None, rejects: list[Reject]) -> list[TraceEvent]:
+        """Events of an unsigned message whose agent/tenant requires a signature become rejects."""
+        assert self.signing is not None
+        requires = self.signing.requires
+        keep = [ev for ev in events if not requires(ev.agent_id, ev.tenant)]
+        if len(keep) == len(events):
+            return events
+        try:  # the attack path only: find each refused event's index in the batch for its DLQ record
+            doc = orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            doc = None
+        index = ({obj.get("event_id"): i for i, obj in enumerate(doc) if isinstance(obj, dict)}
+                 if isinstance(doc, list) else {})
+        for ev in events:
+            if requires(ev.agent_id, ev.tenant):
+                i = index.get(ev.event_id)
+                rejects.append(Reject(
+                    "bad_signature",
+                    f"agent {ev.agent_id[:64]!r}" + (f" of tenant {ev.tenant[:64]!r}" if ev.tenant else "")
+                    + " requires a signed message",
+                    i, orjson.dumps(doc[i]) if i is not None else None))
+        return keep
+
+    # ------------------------------------------------------------------ dedupe checkpoints
+    def checkpoint_dedupe(self) -> list[tuple[int, str, bytes]]:
+        """(partition, changelog key, value) for the dedupe memory inserted since the last call.
+
+        A partition's ids are cut, in insertion order, into chunks of
+        :data:`DEDUPE_CHUNK_IDS`; chunk ``k`` lives under slot ``k % slots`` so the
+        compacted changelog keeps about ``dedupe_max_ids`` newest ids per partition.
+        The chunk still being filled is rewritten at each checkpoint that adds to it.
+        """
+        out: list[tuple[int, str, bytes]] = []
+        size = DEDUPE_CHUNK_IDS
+        for partition, total in self._inserted.items():
+            done = self._checkpointed.get(partition, 0)
+            recent = self._recent.get(partition)
+            if total <= done or recent is None:
+                continue
+            first = done // size
+            tail = recent.newest(total - first * size)  # chunks first.. in order, oldest first
+            for k in range(first, -(-total // size)):
+                start = (k - first) * size
+                ids = tail[start:start + size]
+                if not ids:
+                    break
+                out.append((partition, f"{DEDUPE_KEY_PREFIX}{partition}:{k % self._slots}",
+                            orjson.dumps({"dedupe": 1, "partition": partition, "chunk": k, "ids": ids})))
+            self._checkpointed[partition] = total
+        return out
+
+    def rewrite_dedupe(self) -> None:
+        """Make the next :meth:`checkpoint_dedupe` write every partition's memory again (changelog lost)."""
+        for partition, recent in self._recent.items():
+            self._inserted[partition] = len(recent)  # renumber the chunks from 0 over what is remembered
+        self._checkpointed.clear()
+
+    def restore_dedupe(self, partition: int, chunks: Iterable[bytes]) -> int:
+        """Load a partition's dedupe chunks (from the changelog); returns the ids restored.
+
+        Does nothing when this worker already holds the partition's memory (it is newer).
+        """
+        if partition in self._recent:
+            return 0
+        docs = []
+        for raw in chunks:
+            try:
+                doc = orjson.loads(raw)
+                docs.append((int(doc["chunk"]), doc["ids"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+        if not docs:
+            return 0
+        docs.sort(key=lambda d: d[0])
+        ids = [pair for _, chunk in docs for pair in chunk][-self.settings.dedupe_max_ids:]
+        recent = self.recent_ids(partition)
+        recent.load_state(ids)
+        last_chunk, last_ids = docs[-1]
+        self._inserted[partition] = self._checkpointed[partition] = last_chunk * DEDUPE_CHUNK_IDS + len(last_ids)
+        return len(recent)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         description="authz answer while breaker state is unknown (not yet recovered): closed = deny, open = allow",
     )
     signing_keys: dict[str, SecretStr] = Field(default_factory=dict, description="HMAC keys by key id")
+    require_signature: list[str] = Field(
+        default_factory=list,
+        description="events that must come in a validly signed message, as scope globs: '*', 'agent:<glob>', "
+        "'tenant:<glob>', 'tenant:<glob>/agent:<glob>' (others go to the DLQ as bad_signature)",
+    )
     metrics_cache_s: float = Field(5.0, ge=0, description="detector gauges are recomputed at most this often")
     evaluate_interval_s: float = Field(0.25, gt=0, description="how often changed scopes are evaluated")
     operators: list[dict[str, str]] = Field(
@@ -90,6 +95,16 @@ class Settings(BaseSettings):
         if scheme not in {"kafka", "aiokafka"}:
             raise ValueError(f"broker URL scheme must be kafka://, got {scheme}://")
         return v
+
+    @model_validator(mode="after")
+    def _signing(self) -> "Settings":
+        from streams.signing import SignaturePolicy, SigningConfigError
+
+        try:
+            SignaturePolicy.from_settings(self.signing_keys, self.require_signature)
+        except SigningConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @property
     def bootstrap(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -29,6 +30,20 @@ class StateReader:
         self.caught_up = False
         self.error: str | None = None
         self.records = 0
+        #: broker connectivity, probed every ``probe_interval_s`` with a ListOffsets request
+        self.probe_interval_s = 2.0
+        self.last_ok = time.monotonic()
+        self.broker_error: str | None = None
+        self._failing_since = 0.0
+        #: times the broker answered again after a failed probe (the app re-checks its topics then)
+        self.reconnects = 0
+        #: end offsets that went backwards: the topic was recreated (e.g. a memory-only broker restarted)
+        self.resets = 0
+        self._ends: dict[TopicPartition, int] = {}
+
+    def broker_unreachable_s(self) -> float:
+        """Seconds since the broker last answered a probe (0 while it answers)."""
+        return 0.0 if self.broker_error is None else time.monotonic() - self._failing_since
 
     async def run(self) -> None:
         """Consume forever (until cancelled), restarting the consumer after errors."""
@@ -60,14 +75,22 @@ class StateReader:
             await consumer.seek_to_beginning(*tps)
             targets = await consumer.end_offsets(tps)
             self.error = None
+            self._seen_ends(targets)
+            probed = time.monotonic()
             if all(v == 0 for v in targets.values()):
                 self.caught_up = True
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-                for records in batches.values():
+                ends = self._ends
+                for tp, records in batches.items():
                     for rec in records:
                         self.apply(rec.value, rec.key)
                         self.records += 1
+                    if records and records[-1].offset >= ends.get(tp, 0):
+                        ends[tp] = records[-1].offset + 1
+                if time.monotonic() - probed >= self.probe_interval_s:
+                    await self._probe(consumer, tps)
+                    probed = time.monotonic()
                 if not self.caught_up:
                     positions = {tp: await consumer.position(tp) for tp in tps}
                     if all(positions[tp] >= targets[tp] for tp in tps):
@@ -75,3 +98,26 @@ class StateReader:
                         log.info("breaker-state read: %d records", self.records)
         finally:
             await consumer.stop()
+
+    async def _probe(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        """One cheap round trip to the broker; records when it stops (and starts again) answering."""
+        try:
+            ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout=max(1.0, self.probe_interval_s))
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            if self.broker_error is None:
+                log.warning("broker not answering: %s", type(exc).__name__)
+                self._failing_since = time.monotonic()
+            self.broker_error = f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
+            return
+        if self.broker_error is not None:
+            log.info("broker answering again after %.1fs", time.monotonic() - self._failing_since)
+            self.reconnects += 1
+        self.broker_error = None
+        self.last_ok = time.monotonic()
+        self._seen_ends(ends)
+
+    def _seen_ends(self, ends: dict[TopicPartition, int]) -> None:
+        if any(end < self._ends.get(tp, 0) for tp, end in ends.items()):
+            self.resets += 1
+            log.warning("%s was reset (end offsets went backwards): the broker lost its data", self.topic)
+        self._ends.update(ends)

@@ -85,22 +85,13 @@ def write_admin_token(data_dir: Path) -> Path:
 
 def _status(web: str) -> str:
     try:
-        text = httpx.get(f"{web}/metrics", timeout=2).text
-    except httpx.HTTPError:
+        st = httpx.get(f"{web}/v1/status", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
         return "worker not answering"
-    events = rejected = 0.0
-    open_scopes = escalated = 0
-    for line in text.splitlines():
-        if line.startswith("tripwire_events_total{"):
-            events += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("tripwire_events_rejected_total{"):
-            rejected += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("tripwire_breaker_state{") and line.endswith(" 1.0"):
-            if 'state="open"' in line or 'state="forced_open"' in line:
-                open_scopes += 1
-            elif 'state="escalated"' in line:
-                escalated += 1
-    return f"events={events:.0f} rejected={rejected:.0f} breakers open={open_scopes} escalated={escalated}"
+    b = st.get("breakers", {})
+    return (f"events={st['events']} rejected={st['rejected']} agents={st['agents']} breakers "
+            f"open={b.get('open', 0) + b.get('forced_open', 0)} escalated={b.get('escalated', 0)} "
+            f"half_open={b.get('half_open', 0)} shadow={b.get('shadow', 0)}")
 
 
 def run_up(

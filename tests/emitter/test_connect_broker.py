@@ -81,7 +81,7 @@ def test_emitter_batches_signs_and_the_worker_counts(broker, w) -> None:  # type
     _wait_counts(w, before, {"tool_call": 120, "monitor_flag": 1, "llm_call": 1, "task_outcome": 1, "refusal": 2},
                  "the emitter's 125 events counted by the worker")
 
-    records = consume_all(broker.bootstrap, w.topics.traces, expect=6)
+    records = _records_holding(broker.bootstrap, w.topics.traces, events=125)
     by_key: dict[bytes, int] = {}
     for rec in records:
         headers = dict(rec.headers)
@@ -93,6 +93,33 @@ def test_emitter_batches_signs_and_the_worker_counts(broker, w) -> None:  # type
         assert len(batch) <= 50 and {e["agent_id"] for e in batch} == {rec.key.decode()}
         by_key[rec.key] = by_key.get(rec.key, 0) + len(batch)
     assert by_key == {b"emit-agent": 123, b"gw-agent-1": 1, b"gw-agent-2": 1}
+
+
+def test_emitter_flushes_at_interpreter_exit(broker) -> None:  # type: ignore[no-untyped-def]
+    topic = f"exit-{uuid.uuid4().hex[:8]}"
+    # the first flush connects (kafka-python registers its own atexit close then); with a linger of
+    # 30 s the next three events leave only if the emitter's exit flush runs before that close
+    code = ("from streams.emitter import Emitter\n"
+            f"tw = Emitter({broker.bootstrap!r}, topic={topic!r}, agent_id='exiting-agent', linger_s=30)\n"
+            "tw.refusal()\n"
+            "assert tw.flush(20)\n"
+            "ids = [tw.refusal() for _ in range(3)]\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    records = consume_all(broker.bootstrap, topic, expect=2, timeout=20)
+    sizes = [len(v) if isinstance(v := orjson.loads(r.value), list) else 1 for r in records]
+    assert {r.key for r in records} == {b"exiting-agent"} and sizes == [1, 3]
+
+
+def _records_holding(bootstrap: str, topic: str, events: int) -> list:  # type: ignore[type-arg]
+    """The topic's records from the beginning, read until they hold ``events`` events (batches unrolled)."""
+    def enough() -> list | None:  # type: ignore[type-arg]
+        records = consume_all(bootstrap, topic, expect=10**6, timeout=1)
+        held = sum(len(v) if isinstance(v := orjson.loads(r.value), list) else 1 for r in records)
+        return records if held >= events else None
+
+    return wait_for(enough, 30, f"{events} events on {topic}")
 
 
 # ------------------------------------------------------------------ HTTP ingest

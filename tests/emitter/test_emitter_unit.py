@@ -109,3 +109,20 @@ def test_importable_without_faust() -> None:
             "bad = [m for m in sys.modules if m.split('.')[0] in ('faust', 'mode', 'aiokafka')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+def test_signatures_verify_with_the_workers_signature_policy() -> None:
+    """What the emitter and the OTLP/HTTP re-publisher sign, the worker's verifier accepts."""
+    signing = pytest.importorskip("streams.signing", reason="the worker's signature verifier is not present")
+    from streams.otlp_agent import trace_messages
+    from streams.settings import Settings
+
+    policy = signing.SignaturePolicy({"k1": b"emitter-key"}, ["agent:*"])
+    value = b'[{"agent_id":"a"}]'
+    assert policy.check_message(b"a", value, signature_headers(value, "emitter-key", "k1")) == (True, None)
+    assert policy.check_message(b"a", value, signature_headers(value, "wrong-key", "k1"))[0] is False
+
+    settings = Settings(signing_keys={"k1": "worker-key", "k0": "older-key"})
+    worker_policy = signing.SignaturePolicy.from_settings(settings.signing_keys, ["*"])
+    for m in trace_messages([_ev(1), _ev(2, "b")], settings):
+        assert worker_policy.check_message(m.key, m.value, list(m.headers.items())) == (True, None)

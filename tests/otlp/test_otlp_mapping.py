@@ -215,3 +215,20 @@ def test_fixture_files_are_otlp_json() -> None:
     """Every fixture parses as an ExportTraceServiceRequest with the official protobuf JSON parser."""
     for name in ("genai_agent_run", "variants", "invalid_spans"):
         assert to_proto_bytes(load(name))
+
+
+def test_docs_guardrail_table_matches_the_mapper() -> None:
+    """docs/connect.md's guardrail table lists exactly the words the mapper knows, per action."""
+    import re
+
+    from streams.otlp import DECISIONS, SKIP_REASONS
+    from support import REPO
+
+    doc = (REPO / "docs" / "connect.md").read_text()
+    documented: dict[str, str | None] = {}
+    for words, action in re.findall(r"^\| ([a-z, ]+) \| (`blocked`|`modified`|`warned`|no event) \|$", doc, re.M):
+        for word in words.split(", "):
+            documented[word] = None if action == "no event" else action.strip("`")
+    assert documented == DECISIONS
+    for reason in re.findall(r"skipped \(`(\w+)`", doc):
+        assert reason in SKIP_REASONS

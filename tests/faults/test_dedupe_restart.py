@@ -1,0 +1,93 @@
+"""event_id dedupe survives a kill -9: redelivered and re-sent events are counted exactly once.
+
+The worker checkpoints each partition's recent event ids with the detector state
+(scope-state changelog, keys ``\\x00dedupe:<partition>:<slot>``). Here it is killed
+right after that checkpoint landed, before an offset commit is likely (commits run
+every second); the restarted worker must recognise every event it is handed again —
+redelivered from the uncommitted offsets or re-sent by the producer — as a duplicate,
+and count genuinely new events once.
+"""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from faults_helpers import calls, flags, kill9
+from streams.procutil import stop_process
+from streams.producer import TraceProducer
+from support import start_worker, wait_for
+
+pytestmark = pytest.mark.broker
+
+AGENT = "dd-agent"
+
+
+def checkpointed_ids(bootstrap: str, changelog: str) -> tuple[set[str], set[str]]:
+    """(event ids in dedupe chunks, agent keys) currently in the scope-state changelog."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=500)
+    try:
+        parts = consumer.partitions_for_topic(changelog) or set()
+        tps = [TopicPartition(changelog, p) for p in parts]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ids: set[str] = set()
+        agents: set[str] = set()
+        for _ in range(4):
+            for recs in consumer.poll(timeout_ms=300).values():
+                for rec in recs:
+                    if rec.key.startswith(b"\x00dedupe:"):
+                        ids.update(pair[0] for pair in orjson.loads(rec.value)["ids"])
+                    else:
+                        agents.add(rec.key.decode())
+        return ids, agents
+    finally:
+        consumer.close()
+
+
+def test_dedupe_memory_survives_kill9(broker, tmp_path, isolated_topics) -> None:
+    env = {"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_CHECKPOINT_INTERVAL_S": "0.3"}
+    app_id = f"tw-{isolated_topics.prefix}"
+    changelog = f"{app_id}-scope-state-changelog"
+    w1 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env)
+    producer = TraceProducer(broker.bootstrap, isolated_topics.traces)
+    good, bad = calls(AGENT, 150), flags(AGENT, 30)
+    want = {e["event_id"] for e in good + bad}
+    try:
+        producer.send_batch(AGENT, good[:100])
+        producer.send_batch(AGENT, bad)
+        producer.send_batch(AGENT, good[100:])
+        producer.flush()
+        wait_for(lambda: w1.metric("tripwire_events_total") == 180, 20, "180 events counted")
+        rate = w1.metric("tripwire_near_miss_rate", agent=AGENT, tool="*", window="1h")
+        assert rate == pytest.approx(30 / 150)
+        wait_for(lambda: (lambda ids, agents: want <= ids and AGENT in agents)(*checkpointed_ids(broker.bootstrap,
+                                                                                                    changelog)),
+                 20, "the dedupe checkpoint and the agent checkpoint in the changelog")
+        kill9(w1.proc)  # no final commit, no final checkpoint
+    finally:
+        stop_process(w1.proc)
+
+    w2 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env)
+    try:
+        # whatever was redelivered (offsets not committed yet) was recognised
+        assert w2.metric("tripwire_events_total") == 0
+        redelivered = w2.metric("tripwire_events_duplicate_total")
+        # the producer re-sends the tool calls (a retry): all duplicates, none counted
+        producer.send_batch(AGENT, good)
+        producer.flush()
+        wait_for(lambda: w2.metric("tripwire_events_duplicate_total") == redelivered + 150, 20,
+                 "the 150 re-sent events dropped as duplicates")
+        assert w2.metric("tripwire_events_total") == 0
+        # the windows came back from the changelog and were not inflated (double-counted calls would halve it)
+        assert w2.metric("tripwire_near_miss_rate", agent=AGENT, tool="*", window="1h") == pytest.approx(30 / 150)
+        # new events are counted once
+        producer.send_batch(AGENT, calls(AGENT, 10, tag="new"))
+        producer.flush()
+        wait_for(lambda: w2.metric("tripwire_events_total") == 10, 20, "10 new events counted")
+        assert w2.metric("tripwire_near_miss_rate", agent=AGENT, tool="*", window="1h") == pytest.approx(30 / 160)
+        assert "event ids for dedupe" in w2.log.read_text(errors="replace")
+    finally:
+        producer.close()
+        stop_process(w2.proc)

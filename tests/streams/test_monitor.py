@@ -1,0 +1,103 @@
+"""Monitor (the decision core, no Kafka): trips, operator resets, evaluation pacing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from breakers.policy import load_policy
+from breakers.state_machine import reset
+from streams.clock import EventClock
+from streams.monitor import Monitor
+from streams.schema import TraceEvent
+from streams.settings import DEFAULT_POLICY
+
+
+class Wall:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _events(agent: str, t: float, calls: int, incidents: int, start: int = 0) -> list[TraceEvent]:
+    evs = [{"schema_version": "1", "event_id": f"{agent}-{start + i}", "ts": int(t * 1000), "agent_id": agent,
+            "kind": "tool_call", "tool": "shell", "status": "ok"} for i in range(calls)]
+    evs += [{"schema_version": "1", "event_id": f"{agent}-x{start + i}", "ts": int(t * 1000), "agent_id": agent,
+             "kind": "incident", "tool": "shell", "severity": "critical"} for i in range(incidents)]
+    return [TraceEvent.model_validate(e) for e in evs]
+
+
+@pytest.fixture
+def setup() -> tuple[Monitor, Wall]:
+    wall = Wall(time.time())
+    return Monitor(load_policy(DEFAULT_POLICY), clock=EventClock(wall=wall)), wall
+
+
+def _tick(mon: Monitor, wall: Wall, dt: float = 6.0) -> None:
+    wall.t += dt
+    mon.evaluate(wall.t)
+
+
+def test_critical_incidents_open_the_agent_scope(setup) -> None:
+    mon, wall = setup
+    mon.ingest(0, _events("a", wall.t, 220, 12))
+    _tick(mon, wall)
+    assert mon.states["agent:a"].state == "open"
+    assert "critical" in mon.states["agent:a"].reason
+
+
+def test_operator_reset_is_not_undone_by_the_evidence_it_reviewed(setup) -> None:
+    mon, wall = setup
+    mon.ingest(0, _events("a", wall.t, 220, 12))
+    _tick(mon, wall)
+    st = mon.states["agent:a"]
+    new, _ = reset(st, "ann", "root cause fixed", mon.clock.now(), st.policy_version)
+    mon.note_reset("agent:a", mon.clock.now())
+    mon.states["agent:a"] = new
+    mon.ingest(0, _events("a", wall.t, 30, 0, start=1000))  # good calls re-evaluate the scope
+    _tick(mon, wall)
+    _tick(mon, wall)
+    assert mon.states["agent:a"].state == "closed"
+    # fresh harm after the reset trips it again
+    mon.ingest(0, _events("a", wall.t, 220, 12, start=2000))
+    _tick(mon, wall)
+    assert mon.states["agent:a"].state == "open"
+
+
+def test_without_the_reset_baseline_the_old_evidence_retrips(setup) -> None:
+    """The control for the test above: the baseline is what keeps the reset."""
+    mon, wall = setup
+    mon.ingest(0, _events("a", wall.t, 220, 12))
+    _tick(mon, wall)
+    st = mon.states["agent:a"]
+    mon.states["agent:a"], _ = reset(st, "ann", "no baseline", mon.clock.now(), st.policy_version)
+    mon.ingest(0, _events("a", wall.t, 30, 0, start=1000))
+    _tick(mon, wall)
+    assert mon.states["agent:a"].state == "open"
+
+
+def test_hot_scopes_are_evaluated_at_most_once_per_hot_interval(setup) -> None:
+    mon, wall = setup
+    mon.ingest(0, _events("a", wall.t, 50, 1))
+    wall.t += 0.25
+    mon.evaluate(wall.t)
+    first = mon._evaluated_at["agent:a"]
+    mon.ingest(0, _events("a", wall.t, 5, 1, start=500))
+    wall.t += 0.25
+    mon.evaluate(wall.t)
+    assert mon._evaluated_at["agent:a"] == first  # deferred, not dropped
+    assert "agent:a" in mon.urgent_scopes
+    wall.t += 1.0
+    mon.evaluate(wall.t)
+    assert mon._evaluated_at["agent:a"] > first
+
+
+def test_calm_traffic_never_leaves_closed(setup) -> None:
+    mon, wall = setup
+    for k in range(10):
+        mon.ingest(0, _events("calm", wall.t, 500, 0, start=k * 1000))
+        _tick(mon, wall)
+    assert "agent:calm" not in mon.states or mon.states["agent:calm"].state == "closed"
