@@ -367,11 +367,19 @@ def bench_decision_latency(broker: EmbeddedBroker, tmp: Path, rate: float = 5000
         stop_process(proc)
 
 
+def bench_soak_and_scale(broker: EmbeddedBroker, tmp: Path) -> dict[str, float]:
+    """Soak (>= 1M mixed events, worker RSS), 1 vs 2 workers, recovery per 100k scopes (bench/soak.py)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import soak
+
+    return soak.run_all(broker, tmp)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=200_000, help="events for the batched ingest run")
     ap.add_argument("--single", type=int, default=40_000, help="events for the one-event-per-message run")
-    ap.add_argument("--skip", action="append", default=[], choices=["ingest", "detectors", "decision"])
+    ap.add_argument("--skip", action="append", default=[], choices=["ingest", "detectors", "decision", "soak"])
     args = ap.parse_args()
     fields: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="tripwire-bench-") as tmpdir:
@@ -392,6 +400,8 @@ def main() -> None:
             if "decision" not in args.skip:
                 d = bench_decision_latency(broker, tmp)
                 fields.update({k: f"{v:.1f}" if "us" in k or "ms" in k else f"{v:.0f}" for k, v in d.items()})
+            if "soak" not in args.skip:
+                fields.update({k: f"{v:.1f}" for k, v in bench_soak_and_scale(broker, tmp).items()})
         finally:
             broker.stop()
     if "detectors" not in args.skip:

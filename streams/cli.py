@@ -180,6 +180,44 @@ def policy_check(file: Path, as_json: bool) -> None:
 
 
 @main.group()
+def config() -> None:
+    """Effective configuration."""
+
+
+_SECRET_WORDS = ("secret", "password", "token", "private", "key_pem", "sasl")
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    """Mask secret values (SecretStr, and fields whose name says secret) for display."""
+    from pydantic import SecretStr
+
+    if isinstance(value, SecretStr):
+        return "**********" if value.get_secret_value() else ""
+    if isinstance(value, dict):
+        return {k: _redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, key) for v in value]
+    if isinstance(value, str) and any(w in key.lower() for w in _SECRET_WORDS) and "sha256" not in key.lower():
+        return "**********"
+    return value
+
+
+@config.command("show")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML config file.")
+def config_show(config_file: str | None) -> None:
+    """Print the effective settings (flags aside) with secrets redacted, as YAML."""
+    import yaml
+
+    settings = _settings(config=config_file)
+    data = {name: getattr(settings, name) for name in type(settings).model_fields}
+    dumped = _redact(json.loads(settings.model_dump_json()))
+    for name, value in data.items():
+        if name == "signing_keys":
+            dumped[name] = {k: "**********" for k in value}
+    click.echo(yaml.safe_dump(dumped, sort_keys=False))
+
+
+@main.group()
 def token() -> None:
     """Operator bearer tokens (stored hashed in the config)."""
 

@@ -61,11 +61,11 @@ class AuthzPoller(threading.Thread):
         self.allowed: list[tuple[float, str, str]] = []
         self.polls = 0
         self.errors = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         with httpx.Client(timeout=2) as client:
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 for agent, tool in self.pairs:
                     try:
                         if authz_status(self.web, agent, tool, client) == 200:
@@ -73,8 +73,8 @@ class AuthzPoller(threading.Thread):
                         self.polls += 1
                     except httpx.HTTPError:
                         self.errors += 1
-                self._stop.wait(self.interval_s)
+                self._halt.wait(self.interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=10)

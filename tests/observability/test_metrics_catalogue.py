@@ -39,6 +39,11 @@ EXPECTED = {
     "tripwire_policy_info": ("gauge", {"version"}),
     "tripwire_drill_runs_total": ("counter", {"result"}),
     "tripwire_drill_last_success_timestamp_seconds": ("gauge", set()),
+    "tripwire_otlp_messages_total": ("counter", {"result"}),
+    "tripwire_otlp_spans_total": ("counter", {"result"}),
+    "tripwire_otlp_spans_skipped_total": ("counter", {"reason"}),
+    "tripwire_http_ingest_requests_total": ("counter", {"status"}),
+    "tripwire_http_ingest_events_total": ("counter", {"result"}),
 }
 
 REJECT_REASONS = ["empty", "too_large", "invalid_utf8", "invalid_json", "not_object", "schema",

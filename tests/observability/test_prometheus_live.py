@@ -125,6 +125,11 @@ class FakeExporter:
         add("tripwire_drill_runs_total", n, result="pass")
         add("tripwire_drill_runs_total", 1, result="fail")
         add("tripwire_drill_last_success_timestamp_seconds", time.time() - 3600)
+        add("tripwire_otlp_messages_total", 4 * n, result="ok")
+        add("tripwire_otlp_spans_total", 10 * n, result="mapped")
+        add("tripwire_otlp_spans_skipped_total", n, reason="no_operation")
+        add("tripwire_http_ingest_requests_total", n, status="200")
+        add("tripwire_http_ingest_events_total", 5 * n, result="accepted")
         return s
 
     def render(self, n: int) -> str:

@@ -73,3 +73,16 @@ def test_readyz_and_healthz(worker) -> None:
     body = httpx.get(f"{worker.web}/readyz").json()
     assert body["ready"] is True
     assert worker.metric("tripwire_worker_ready") == 1
+
+
+def test_every_exported_metric_is_in_the_catalogue(worker) -> None:
+    """docs/metrics.md is the contract for dashboards and alerts: nothing exported goes undocumented."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.observability.catalogue import catalogue
+
+    documented = set(catalogue())
+    exported = {f.name if f.type != "counter" else f.name + "_total"
+                for f in text_string_to_metric_families(worker.metrics_text()) if f.name.startswith("tripwire_")}
+    assert exported, "no tripwire_ metric exported"
+    assert exported - documented == set()
