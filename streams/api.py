@@ -154,7 +154,7 @@ class Api:
             return _err(400, f"invalid scope: {exc}")
         mon = self.monitor
         st = mon.states.get(scope)
-        verdicts = [v.to_dict() for v in mon.last_verdicts.get(scope, [])]
+        verdicts = mon.explain(scope)
         if st is None:
             return Reply(200, {"scope": scope, "state": "closed", "known": self.known(), "recorded": False,
                                "verdicts": verdicts})

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import zlib
 import os
 import signal
 import time
@@ -38,7 +39,7 @@ from breakers.operators import OperatorRegistry
 from breakers.policy import PolicyInvalid, load_policy
 from streams.api import Api, Reply
 from streams.metrics import CachedSource, Metrics, gauge
-from streams.monitor import Change, Monitor
+from streams.monitor import Change, Monitor, decode_checkpoint
 from streams.pipeline import DEDUPE_KEY_PREFIX, TracePipeline
 from streams.settings import Settings
 from streams.state_reader import StateReader
@@ -287,7 +288,7 @@ def create_app(settings: Settings) -> faust.App:
     async def checkpoint() -> None:
         await write_checkpoint()
 
-    async def write_checkpoint() -> None:
+    async def write_checkpoint(everything: bool = False) -> None:
         # dedupe memory and detector state are taken in one synchronous step (no event in
         # between), dedupe first: on a changelog partition an agent state never lands
         # without the event ids it counted (see docs/operations.md, "Restart")
@@ -295,10 +296,8 @@ def create_app(settings: Settings) -> faust.App:
         for partition, key, value in pipeline.checkpoint_dedupe():
             scope_state.send_changelog(partition, key.encode(), value, key_serializer="raw", value_serializer="raw")
             touched.add(partition)
-        for partition, key, value in monitor.checkpoint():
-            kb = key.encode()
-            scope_state.data[kb] = value
-            scope_state.send_changelog(partition, kb, value, key_serializer="raw", value_serializer="raw")
+        for partition, key, value in monitor.checkpoint(None if everything else settings.checkpoint_max_bytes):
+            scope_state.send_changelog(partition, key.encode(), value, key_serializer="raw", value_serializer="raw")
             touched.add(partition)
         if touched:
             # Tansu reports a partition's end offset as (base offset of its last record batch) + 1,
@@ -309,11 +308,16 @@ def create_app(settings: Settings) -> faust.App:
                 scope_state.send_changelog(partition, CHECKPOINT_MARK, b"{}", key_serializer="raw",
                                            value_serializer="raw")
 
+    @app.timer(60.0)
+    async def evict_idle_agents() -> None:
+        for partition, agent in monitor.evict_idle():
+            scope_state.send_changelog(partition, agent.encode(), None, key_serializer="raw", value_serializer="raw")
+
     @app.on_partitions_revoked.connect
     async def _revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         # faust has drained the streams and committed their offsets: checkpoint now, so the
         # next owner of a revoked partition resumes exactly where the commit left off
-        await write_checkpoint()
+        await write_checkpoint(everything=True)
         await app.producer.flush()
 
     drop_dedupe_keys = settings.store.startswith("memory")
@@ -334,12 +338,14 @@ def create_app(settings: Settings) -> faust.App:
                     del scope_state.data[key]
                 continue
             try:
-                partition = orjson.loads(value).get("partition")
-            except orjson.JSONDecodeError:
+                partition = decode_checkpoint(value).get("partition")
+            except (ValueError, zlib.error, AttributeError):
                 continue
             if partition in assigned:
                 monitor.restore(key.decode() if isinstance(key, bytes) else str(key), value)
                 restored += 1
+            if drop_dedupe_keys:  # memory store: the monitor holds the state now; don't keep a copy
+                del scope_state.data[key]
         dropped = monitor.drop_partitions(assigned)
         ids = sum(pipeline.restore_dedupe(part, chunks) for part, chunks in dedupe.items())
         log.info("state recovered: %d agents restored from the changelog, %d handed off, %d event ids for dedupe",

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     max_tools: int = Field(200, ge=1, description="distinct tool label values on /metrics before 'other'")
     lateness_s: float = Field(300.0, ge=0, description="events this late still land in their window bucket")
     checkpoint_interval_s: float = Field(2.0, gt=0, description="how often in-memory state is written to changelogs")
+    checkpoint_max_bytes: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024,
+        description="compressed agent state written per checkpoint interval; the rest waits its turn "
+        "(oldest change first), bounding changelog traffic when many agents are active")
     store: str = Field("memory://", description="faust table store: memory:// or rocksdb://")
     policy_file: Path = Field(DEFAULT_POLICY, description="risk-budget policy (YAML)")
     fail_mode: Literal["open", "closed"] = Field(

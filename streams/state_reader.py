@@ -40,6 +40,7 @@ class StateReader:
         #: end offsets that went backwards: the topic was recreated (e.g. a memory-only broker restarted)
         self.resets = 0
         self._ends: dict[TopicPartition, int] = {}
+        self._read_any: set[TopicPartition] = set()
 
     def broker_unreachable_s(self) -> float:
         """Seconds since the broker last answered a probe (0 while it answers)."""
@@ -81,13 +82,12 @@ class StateReader:
                 self.caught_up = True
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-                ends = self._ends
                 for tp, records in batches.items():
                     for rec in records:
                         self.apply(rec.value, rec.key)
                         self.records += 1
-                    if records and records[-1].offset >= ends.get(tp, 0):
-                        ends[tp] = records[-1].offset + 1
+                    if records:
+                        self._read_any.add(tp)
                 if time.monotonic() - probed >= self.probe_interval_s:
                     await self._probe(consumer, tps)
                     probed = time.monotonic()
@@ -117,7 +117,11 @@ class StateReader:
         self._seen_ends(ends)
 
     def _seen_ends(self, ends: dict[TopicPartition, int]) -> None:
-        if any(end < self._ends.get(tp, 0) for tp, end in ends.items()):
+        # compared with earlier *reported* end offsets only: Tansu reports the base offset of the
+        # last record batch + 1, below the offsets of records already read; an end offset of 0
+        # on a partition we read records from means the topic was recreated empty
+        if any(end < self._ends.get(tp, 0) or (end == 0 and tp in self._read_any) for tp, end in ends.items()):
+            self._read_any.clear()
             self.resets += 1
             log.warning("%s was reset (end offsets went backwards): the broker lost its data", self.topic)
         self._ends.update(ends)
