@@ -38,6 +38,7 @@ from breakers.introspect import KeyRing
 from breakers.operators import OperatorRegistry
 from breakers.policy import PolicyInvalid, load_policy
 from streams.api import Api, Reply
+from streams.faust_compat import shorten_fetch_wait
 from streams.metrics import CachedSource, Metrics, gauge
 from streams.monitor import Change, Monitor, decode_checkpoint
 from streams.pipeline import DEDUPE_KEY_PREFIX, TracePipeline
@@ -54,6 +55,8 @@ REBALANCE_TIMEOUT_S = 10.0
 SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_INTERVAL_S = 1.0
 ALERT_OPEN = "TripwireBreakerOpen"
+#: longest stretch the ingest agent runs without giving other tasks (timers, HTTP) a turn
+YIELD_EVERY_S = 0.02
 #: changelog key of the one-record batch closing each checkpoint (see ``write_checkpoint``)
 CHECKPOINT_MARK = b"\x00checkpoint"
 _ALERTING = {ALERT_ESCALATED: ("escalated",), ALERT_OPEN: ("open", "forced_open", "half_open")}
@@ -122,6 +125,7 @@ def _reply(view: View, r: Reply) -> Response:
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app from settings."""
     datadir = settings.data_dir / f"worker-{settings.web_port}"
+    shorten_fetch_wait()
     app = faust.App(
         settings.app_id,
         broker=settings.broker,
@@ -147,7 +151,8 @@ def create_app(settings: Settings) -> faust.App:
         table_standby_replicas=0,
     )
     policy = load_policy(settings.policy_file)
-    monitor = Monitor(policy, lateness_s=settings.lateness_s)
+    monitor = Monitor(policy, lateness_s=settings.lateness_s, max_agents=settings.max_agents,
+                      max_tools=settings.max_tools)
     pipeline = TracePipeline(settings, sink=monitor.ingest)
     metrics = Metrics()
     reader = StateReader(settings.bootstrap, settings.topics.breaker_state, monitor.apply_remote)
@@ -197,12 +202,19 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(traces, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         process = pipeline.process
+        clock = time.monotonic
+        next_yield = clock() + YIELD_EVERY_S
         async for event in stream.events():
             msg = event.message
             dead = process(msg.key, msg.value, topic=traces_topic, partition=msg.partition,
                            offset=msg.offset, headers=msg.headers)
             for letter in dead:
                 await dlq.send(key=letter.key, value=letter.value, headers={"tripwire-reason": letter.reason.encode()})
+            if clock() >= next_yield:
+                # with a backlog the stream hands over buffered events without suspending;
+                # yield so the decision timer and the HTTP API are never starved by ingest
+                await asyncio.sleep(0)
+                next_yield = clock() + YIELD_EVERY_S
 
     resets_handled = [0, 0]
 

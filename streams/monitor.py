@@ -35,6 +35,7 @@ from detectors import AgentDrift, AgentReliability, DriftReport, RollingCounts, 
 from detectors.base import StateError
 from detectors.config import CountsConfig
 from streams.clock import EventClock
+from streams.metrics import OTHER, LabelCap
 from streams.schema import TraceEvent
 
 log = logging.getLogger("tripwire.monitor")
@@ -76,6 +77,7 @@ class AgentState:
     drill: bool = False
     scope: str = ""
     tool_scopes: dict[str, str] = field(default_factory=dict)
+    label: str = ""  # the agent's /metrics label: its id, or "other" past the label cap
 
     def __post_init__(self) -> None:
         self.scope = "agent:" + self.agent_id
@@ -168,11 +170,16 @@ _ZERO: dict[str, float] = {k: 0.0 for k in RollingCounts().window_counts(300, 0.
 class Monitor:
     """Detectors + breaker policy for the partitions this worker holds."""
 
-    def __init__(self, policy: Policy, lateness_s: float = 300.0, clock: EventClock | None = None) -> None:
+    def __init__(self, policy: Policy, lateness_s: float = 300.0, clock: EventClock | None = None,
+                 max_agents: int = 200, max_tools: int = 200) -> None:
         self.policy = policy
         self.config = CountsConfig(lateness_s=lateness_s)
         self.clock = clock or EventClock()
         self.agents: dict[str, AgentState] = {}
+        #: bounded label cardinality on /metrics: agents past the cap share ``other_counts``
+        self.agent_cap = LabelCap(max_agents)
+        self.tool_cap = LabelCap(max_tools)
+        self.other_counts = RollingCounts(self.config)
         self.states: dict[str, BreakerState] = {}
         #: scopes with new events since their last evaluation; ``urgent`` ones saw a flag,
         #: incident, error or drift (evaluated on the next tick), the others only good
@@ -226,12 +233,15 @@ class Monitor:
             st = agents.get(agent_id)
             if st is None:
                 st = agents[agent_id] = AgentState(agent_id, partition, RollingCounts(self.config))
+                st.label = self.agent_cap(agent_id)
             st.partition = partition
             if ts > st.newest_ts:
                 st.newest_ts = ts
             if not st.counts.add_event(ev):
                 self.late_events += 1
                 continue
+            if st.label == OTHER:
+                self.other_counts.add_event(ev)
             kind = ev.kind
             urgent = (kind == "monitor_flag" or kind == "incident" or ev.status == "error"
                       or (self._cost_urgent and ev.cost_usd))
@@ -479,6 +489,7 @@ class Monitor:
             return
         cur = self.agents.get(st.agent_id)
         if cur is None or cur.newest_ts <= st.newest_ts:
+            st.label = cur.label if cur is not None else self.agent_cap(st.agent_id)
             self.agents[st.agent_id] = st
         if st.newest_ts:
             self.clock.observe(st.newest_ts)
@@ -493,18 +504,33 @@ class Monitor:
 
     # ------------------------------------------------------------------ metrics views
     def near_miss_rows(self, windows: Iterable[int]) -> list[tuple[str, str, int, float, float, float]]:
-        """(agent, tool, window_s, rate, lower, upper) for agents ("*" = all tools) and agent×tool."""
+        """(agent label, tool label, window_s, rate, lower, upper) for /metrics.
+
+        Agents within the label cap report per agent ("*" = all tools) and per tool
+        within the tool cap; every agent past the cap reports together as ``other``
+        (its events feed one shared window at ingest), so the cost of a scrape is bounded
+        by the caps, not by the number of agents.
+        """
         now = self.clock.now()
         rows = []
-        for agent_id, st in self.agents.items():
-            for tool, rc in (("*", st.counts), *st.tools.items()):
-                for w in windows:
-                    c = rc.window_counts(w, now)
-                    n = c["tool_calls"]
-                    if n <= 0:
-                        continue
-                    est = rate_estimate(min(c["near_misses"], n), n)
-                    rows.append((agent_id, tool, w, est.rate, est.lower, est.upper))
+        windows = tuple(windows)
+        series: list[tuple[str, str, RollingCounts]] = [(OTHER, "*", self.other_counts)]
+        for st in self.agents.values():
+            if st.label == OTHER:
+                continue
+            series.append((st.label, "*", st.counts))
+            for tool, rc in st.tools.items():
+                tl = self.tool_cap(tool)
+                if tl != OTHER:
+                    series.append((st.label, tl, rc))
+        for agent, tool, rc in series:
+            for w in windows:
+                c = rc.window_counts(w, now)
+                n = c["tool_calls"]
+                if n <= 0:
+                    continue
+                est = rate_estimate(min(c["near_misses"], n), n)
+                rows.append((agent, tool, w, est.rate, est.lower, est.upper))
         return rows
 
 

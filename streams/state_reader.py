@@ -17,6 +17,8 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from streams.faust_compat import FETCH_MAX_WAIT_MS
+
 log = logging.getLogger("tripwire.state_reader")
 
 Apply = Callable[[bytes | None, bytes | None], None]
@@ -62,7 +64,8 @@ class StateReader:
 
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    client_id="tripwire-state-reader", auto_offset_reset="earliest")
+                                    client_id="tripwire-state-reader", auto_offset_reset="earliest",
+                                    fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         await consumer.start()
         try:
             partitions: set[int] | None = None

@@ -30,10 +30,7 @@ def monitor_families(monitor: Monitor, settings: Settings) -> Iterable[Metric]:
     agents_cap, tools_cap, scopes_cap = _cap(settings)
     rate: dict[tuple[str, str, str], tuple[float, float, float]] = {}
     for agent, tool, w, r, lo, hi in monitor.near_miss_rows(WINDOWS):
-        key = (agents_cap(agent), tool if tool == "*" else tools_cap(tool), window_label(w))
-        prev = rate.get(key)
-        if prev is None or r > prev[0]:  # "other" groups report their worst member
-            rate[key] = (r, lo, hi)
+        rate[(agent, tool, window_label(w))] = (r, lo, hi)  # labels already capped by the monitor
     labels = ["agent", "tool", "window"]
     yield gauge("tripwire_near_miss_rate", "Near-misses (monitor flags) per tool call over the window.",
                 labels, ((list(k), v[0]) for k, v in rate.items()))
@@ -77,7 +74,7 @@ def _reliability(monitor: Monitor, cap: LabelCap) -> Iterable[Metric]:
     simple: dict[str, list[tuple[list[str], float]]] = {
         "mtbce": [], "its": [], "prec": [], "rec": [], "coc": []}
     for agent, st in monitor.agents.items():
-        label = cap(agent)
+        label = st.label or cap(agent)
         if label == OTHER:
             continue
         r = st.reliability

@@ -101,3 +101,23 @@ def test_calm_traffic_never_leaves_closed(setup) -> None:
         mon.ingest(0, _events("calm", wall.t, 500, 0, start=k * 1000))
         _tick(mon, wall)
     assert "agent:calm" not in mon.states or mon.states["agent:calm"].state == "closed"
+
+
+def test_metric_labels_are_bounded_past_the_cap(setup) -> None:
+    """Past max_agents, agents report together as `other`; the scrape cost is bounded by the caps."""
+    from streams.settings import Settings
+    from streams.views import monitor_families
+
+    wall = setup[1]
+    mon = Monitor(load_policy(DEFAULT_POLICY), clock=EventClock(wall=wall), max_agents=3, max_tools=2)
+    for i in range(10):
+        evs = _events(f"agent-{i}", wall.t, 20, 0)
+        flag = {"schema_version": "1", "event_id": f"f{i}", "ts": int(wall.t * 1000), "agent_id": f"agent-{i}",
+                "kind": "monitor_flag", "tool": "shell", "severity": "low"}
+        mon.ingest(0, evs + [TraceEvent.model_validate(flag)])
+    fams = {f.name: f for f in monitor_families(mon, Settings(max_agents=3, max_tools=2))}
+    agents = {s.labels["agent"] for s in fams["tripwire_near_miss_rate"].samples}
+    assert agents == {"agent-0", "agent-1", "agent-2", "other"}
+    other = [s for s in fams["tripwire_near_miss_rate"].samples
+             if s.labels["agent"] == "other" and s.labels["window"] == "5m"]
+    assert [round(s.value, 4) for s in other] == [round(7 / 140, 4)]  # 7 agents: 7 flags / 140 calls
