@@ -225,6 +225,10 @@ def create_app(settings: Settings) -> faust.App:
             await _after_outage()
         for change in monitor.evaluate(started):
             await publish(change)
+        while monitor.drift_reports:
+            agent, report = monitor.drift_reports.popleft()
+            await events_topic.send(key=f"agent:{agent}".encode(),
+                                    value=orjson.dumps({"type": "drift", "agent": agent, **report.to_dict()}))
         for lag in monitor.decision_lags:
             metrics.decision_latency.observe(lag)
         monitor.decision_lags.clear()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -193,6 +193,12 @@ class Monitor:
         #: a scope is evaluated on the first tick after a bad event (``evaluate_interval_s``,
         #: 0.25 s by default), then at most once per ``hot_eval_s`` while bad events keep coming
         self.hot_eval_s = 1.0
+        #: CPU time one evaluation tick may spend; past it, the remaining scopes wait for the
+        #: next tick (least recently evaluated first), so ingest keeps up when thousands of
+        #: scopes change at once and decisions slow down instead of the whole worker
+        self.eval_budget_s = 0.1
+        self.sort_above = 500
+        self.deferred_evaluations = 0
         self._evaluated_at: dict[str, float] = {}
         #: operator resets: (reset time, {window_s: counts at reset}) per scope; evidence from
         #: before a reset no longer counts against the scope (see :meth:`note_reset`)
@@ -200,7 +206,8 @@ class Monitor:
 
         #: agents changed since their last checkpoint, in order of their first change
         self.dirty_agents: dict[str, None] = {}
-        self.drift_reports: list[DriftReport] = []
+        #: drift reports not yet published (bounded: under a drift storm the oldest go first)
+        self.drift_reports: deque[tuple[str, DriftReport]] = deque(maxlen=1000)
         self.drift_total: Counter[tuple[str, str]] = Counter()
         self.transitions_total: Counter[tuple[str, str]] = Counter()
         self.late_events = 0
@@ -263,7 +270,7 @@ class Monitor:
                 st.last_drift_ts = max(st.last_drift_ts, report.ts)
                 self.urgent_scopes.add(st.scope)
                 self.drift_total[(agent_id, report.signal)] += 1
-                self.drift_reports.append(report)
+                self.drift_reports.append((agent_id, report))
                 log.info("drift: agent=%r signal=%s %s before=%.4g after=%.4g", agent_id, report.signal,
                          report.detector, report.before, report.after)
             st.reliability.update(ev)
@@ -370,9 +377,17 @@ class Monitor:
         policy = self.policy
         evaluated_at = self._evaluated_at
         hot_s = self.hot_eval_s
-        for scope in candidates:
+        order: Iterable[str] = candidates
+        if len(candidates) > self.sort_above:  # overload: least recently evaluated first, no starvation
+            order = sorted(candidates, key=lambda sc: evaluated_at.get(sc, -1e18))
+        deadline = time.perf_counter() + self.eval_budget_s
+        for scope in order:
             if wall - evaluated_at.get(scope, -1e18) < hot_s:
                 self.urgent_scopes.add(scope)  # evaluated moments ago: at most once per hot_eval_s
+                continue
+            if time.perf_counter() > deadline:
+                self.urgent_scopes.add(scope)  # out of this tick's budget: next tick, oldest first
+                self.deferred_evaluations += 1
                 continue
             if not policy.budgets_for(scope) and scope not in self.states:
                 continue

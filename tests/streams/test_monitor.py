@@ -121,3 +121,15 @@ def test_metric_labels_are_bounded_past_the_cap(setup) -> None:
     other = [s for s in fams["tripwire_near_miss_rate"].samples
              if s.labels["agent"] == "other" and s.labels["window"] == "5m"]
     assert [round(s.value, 4) for s in other] == [round(7 / 140, 4)]  # 7 agents: 7 flags / 140 calls
+
+
+def test_evaluation_respects_its_cpu_budget_and_catches_up(setup) -> None:
+    mon, wall = setup
+    for i in range(300):
+        mon.ingest(0, _events(f"a{i}", wall.t, 3, 1))
+    mon.eval_budget_s = 0.0  # nothing fits: everything is deferred, nothing is lost
+    mon.evaluate(wall.t + 0.25)
+    assert mon.deferred_evaluations > 0 and len(mon.urgent_scopes) >= 300
+    mon.eval_budget_s = 10.0
+    mon.evaluate(wall.t + 0.5)
+    assert {f"agent:a{i}" for i in range(300)} <= set(mon._evaluated_at)
