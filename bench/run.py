@@ -91,21 +91,27 @@ def create_topic(bootstrap: str, topic: str, partitions: int = 4) -> None:
         admin.close()
 
 
-async def raw_ceiling(bootstrap: str, topic: str, expect_events: int) -> float:
-    """Events/s of a plain aiokafka getmany loop doing decode + validation (no group: assign)."""
+async def _consumer_from_start(bootstrap: str, topic: str):  # type: ignore[no-untyped-def]
+    """A started aiokafka consumer without a group, assigned every partition of ``topic`` from offset 0."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
                                 max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024)
     await consumer.start()
-    try:
+    parts = consumer.partitions_for_topic(topic)
+    while not parts:
+        await consumer.topics()
         parts = consumer.partitions_for_topic(topic)
-        while not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+    tps = [TopicPartition(topic, p) for p in parts]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return consumer
+
+
+async def raw_ceiling(bootstrap: str, topic: str, expect_events: int) -> float:
+    """Events/s of a plain aiokafka getmany loop doing decode + validation (no group: assign)."""
+    consumer = await _consumer_from_start(bootstrap, topic)
+    try:
         seen = 0
         start = None
         validate = TraceEvent.model_validate
@@ -127,8 +133,6 @@ async def raw_ceiling(bootstrap: str, topic: str, expect_events: int) -> float:
 async def full_loop(bootstrap: str, topic: str, expect_events: int) -> float:
     """Events/s of a plain aiokafka getmany loop running the worker's own per-message code
     (TracePipeline -> Monitor: decode, validate, dedupe, detectors) without faust."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     from breakers.policy import load_policy
     from streams.monitor import Monitor
     from streams.pipeline import TracePipeline
@@ -137,17 +141,8 @@ async def full_loop(bootstrap: str, topic: str, expect_events: int) -> float:
     settings = Settings()
     monitor = Monitor(load_policy(settings.policy_file))
     pipeline = TracePipeline(settings, sink=monitor.ingest)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024)
-    await consumer.start()
+    consumer = await _consumer_from_start(bootstrap, topic)
     try:
-        parts = consumer.partitions_for_topic(topic)
-        while not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         start = None
         counters = pipeline.counters
         while sum(counters.events.values()) < expect_events:

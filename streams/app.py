@@ -19,7 +19,6 @@ Data flow per worker::
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import zlib
 import os
@@ -37,6 +36,7 @@ from breakers.alertmanager import ALERT_ESCALATED, AsyncAlertmanager
 from breakers.introspect import KeyRing
 from breakers.operators import OperatorRegistry
 from breakers.policy import PolicyInvalid, load_policy
+from streams import drill_api, ingest_api, otlp_agent  # extensions: register(ctx) adds agents/routes
 from streams.api import Api, Reply
 from streams.faust_compat import shorten_fetch_wait
 from streams.metrics import CachedSource, Metrics, gauge
@@ -60,10 +60,6 @@ YIELD_EVERY_S = 0.02
 #: changelog key of the one-record batch closing each checkpoint (see ``write_checkpoint``)
 CHECKPOINT_MARK = b"\x00checkpoint"
 _ALERTING = {ALERT_ESCALATED: ("escalated",), ALERT_OPEN: ("open", "forced_open", "half_open")}
-
-
-#: modules that add agents, timers or routes to the worker: each has ``register(ctx: AppContext)``
-EXTENSIONS = ("streams.drill_api", "streams.otlp_agent", "streams.ingest_api")
 
 
 @dataclass
@@ -485,14 +481,8 @@ def create_app(settings: Settings) -> faust.App:
         async def get(self, request: Request, scope: str) -> Response:
             return _reply(self, await api.show_breaker(request.headers.get("Authorization"), scope))
 
-    for module_name in EXTENSIONS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        module.register(ctx)
+    for extension in (drill_api, otlp_agent, ingest_api):
+        extension.register(ctx)
     return app
 
 
@@ -522,3 +512,4 @@ def _mtime(path: os.PathLike[str] | str) -> float:
         return os.stat(path).st_mtime
     except OSError:
         return 0.0
+

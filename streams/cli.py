@@ -235,25 +235,16 @@ def token_new(name: str, role: str) -> None:
     click.echo(json.dumps({"name": name, "role": role, "token_sha256": hash_token(secret)}))
 
 
-#: modules that add commands: each defines ``COMMANDS: list[click.Command]``
-CLI_EXTENSIONS = ("streams.cli_breakers", "streams.cli_drill", "streams.cli_snapshot", "streams.cli_ingest")
+def _add_commands() -> None:
+    """Commands living in their own modules (each exports ``COMMANDS``)."""
+    from streams import cli_breakers, cli_drill, cli_snapshot
 
-
-def _load_extensions() -> None:
-    import importlib
-
-    for module_name in CLI_EXTENSIONS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
+    for module in (cli_breakers, cli_drill, cli_snapshot):
         for command in module.COMMANDS:
             main.add_command(command)
 
 
-_load_extensions()
+_add_commands()
 
 if __name__ == "__main__":
     main()

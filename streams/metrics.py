@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import (
     CollectorRegistry,
+    disable_created_metrics,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -117,6 +118,7 @@ class Metrics:
     """The worker's registry: process metrics, scrape-time sources, histograms."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # no `*_created` series: they are noise for dashboards and alerts
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
