@@ -139,6 +139,63 @@ def kill_worker_hooks(stack: EmbeddedStack, timeout_s: float = 60.0) -> dict[str
     return {"after_spike": after_spike, "before_recovery": before_recovery}
 
 
+def restart_broker_hooks(stack: EmbeddedStack, outage_s: float = 5.0, ready_slo_s: float = 60.0) -> dict[str, Any]:
+    """Chaos hooks: once the breaker acts, SIGKILL the embedded broker, start it again, check the workers.
+
+    The embedded broker is memory-only, so its restart loses every topic and record. What the drill
+    proves is the behaviour, not durability: during the outage ``/v1/authz`` keeps denying from the
+    last known state and ``/readyz`` reports the outage; after the restart the workers reconnect by
+    themselves, recreate the topics, re-publish the breaker states they hold and become ready, and
+    the breaker still denies. Recorded as the step ``broker_restart``.
+    """
+    import httpx
+
+    from streams.drill import FAIL, PASS, StepResult
+    from streams.procutil import wait_until
+
+    def before_recovery(drill: Any, _: str) -> None:
+        info: dict[str, Any] = {}
+        drill.result.chaos["restart_broker"] = info
+        drill.on_phase("chaos: killing the embedded broker")
+        killed_at = time.time()
+        stack.broker.kill()
+        during: list[int] = []
+        outage_reported = False
+        while time.time() - killed_at < outage_s:
+            try:
+                during.append(drill._authz().status_code)
+                outage_reported |= httpx.get(f"{drill.api}/readyz", timeout=1).status_code == 503
+            except httpx.HTTPError:
+                during.append(0)
+            time.sleep(0.2)
+        drill.on_phase("chaos: starting the broker again (empty: memory-only)")
+        stack.broker.start()
+        drill.result.chaos["watcher_stale"] = True
+
+        def all_ready() -> bool:
+            try:
+                return all(httpx.get(f"{w}/readyz", timeout=1).status_code == 200 for w in stack.webs)
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_until(all_ready, timeout=ready_slo_s, interval=0.25, what="the workers to reconnect")
+            ready_s: float | None = time.time() - killed_at
+        except TimeoutError:
+            ready_s = None
+        after = drill._authz().status_code
+        info.update(killed_at=killed_at, outage_s=outage_s, authz_during=sorted(set(during)),
+                    readyz_reported_outage=outage_reported, ready_after_s=ready_s, authz_after=after)
+        ok = bool(during) and set(during) == {403} and outage_reported and ready_s is not None and after == 403
+        detail = (f"authz during outage {sorted(set(during))}, /readyz reported it: {outage_reported}, "
+                  f"workers ready {ready_s:.1f}s after the kill" if ready_s is not None else
+                  f"authz during outage {sorted(set(during))}; workers not ready within {ready_slo_s:.0f}s")
+        drill._record(StepResult("broker_restart", PASS if ok else FAIL, ready_s, ready_slo_s,
+                                 detail + f", authz after {after}"))
+
+    return {"before_recovery": before_recovery}
+
+
 # ---------------------------------------------------------------------------------- drill
 
 @click.command("drill")
@@ -170,11 +227,14 @@ def kill_worker_hooks(stack: EmbeddedStack, timeout_s: float = 60.0) -> dict[str
 @click.option("--embedded", is_flag=True, help="Start an embedded broker and workers for this drill.")
 @click.option("--kill-worker", is_flag=True, help="Chaos (needs --embedded): two workers, SIGKILL the drill "
               "agent's owner after the spike; the drill must pass through the survivor.")
+@click.option("--restart-broker", is_flag=True, help="Chaos (needs --embedded): once the breaker acts, kill the "
+              "memory-only embedded broker and start it again; authz must keep denying and the workers recover.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of the table.")
 def drill(scope: str | None, profile: str, broker: str, api: str, alertmanager: str | None, token: str | None,
           token_dir: Path, report_dir: Path, slo_file: Path | None, slo_open: float | None, slo_deny: float | None,
           slo_alert: float | None, slo_recovery: float | None, grace: float | None, traces_topic: str,
-          state_topic: str, events_topic: str, embedded: bool, kill_worker: bool, as_json: bool) -> None:
+          state_topic: str, events_topic: str, embedded: bool, kill_worker: bool, restart_broker: bool,
+          as_json: bool) -> None:
     """Run a circuit-breaker drill and report PASS/FAIL per step (exit 1 on any FAIL)."""
     from rich.console import Console
 
@@ -184,6 +244,10 @@ def drill(scope: str | None, profile: str, broker: str, api: str, alertmanager: 
     console = Console(stderr=as_json)
     if kill_worker and not embedded:
         raise click.UsageError("--kill-worker needs --embedded (the drill must own the worker processes)")
+    if restart_broker and not embedded:
+        raise click.UsageError("--restart-broker needs --embedded (only the drill's own broker may be restarted)")
+    if restart_broker and kill_worker:
+        raise click.UsageError("run --kill-worker and --restart-broker as separate drills")
     try:
         slo = DrillSLO.load(slo_file, open_s=slo_open, deny_s=slo_deny, alert_s=slo_alert,
                             recovery_s=slo_recovery, grace_s=grace)
@@ -203,6 +267,8 @@ def drill(scope: str | None, profile: str, broker: str, api: str, alertmanager: 
         traces_topic, state_topic, events_topic = "agent-traces", "breaker-state", "breaker-events"
         if kill_worker:
             hooks = kill_worker_hooks(stack)
+        elif restart_broker:
+            hooks = restart_broker_hooks(stack)
     else:
         token = find_token(token, dict(os.environ), token_dir)
     bootstrap = broker.split("://", 1)[-1].replace(";", ",")
