@@ -29,8 +29,6 @@ Design:
 from __future__ import annotations
 
 import atexit
-import hashlib
-import hmac
 import logging
 import threading
 import time
@@ -44,11 +42,10 @@ import orjson
 from pydantic import ValidationError
 
 from streams.schema import KINDS, TraceEvent
+from streams.signing import KEY_ID_HEADER, SIGNATURE_HEADER, sign_value
 
 log = logging.getLogger("tripwire.emitter")
 
-SIGNATURE_HEADER = "tripwire-signature"
-KEY_ID_HEADER = "tripwire-key-id"
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
 
 
@@ -63,8 +60,7 @@ def sign(value: bytes, key: bytes | str) -> str:
     >>> sign(b'{"a":1}', "k3y")
     'v1=32db719f172c48e89dbfa56ed20d9e19cdbfdbe9f652ccdf5fa03494d2444853'
     """
-    secret = key.encode("utf-8") if isinstance(key, str) else key
-    return "v1=" + hmac.new(secret, value, hashlib.sha256).hexdigest()
+    return sign_value(value, key.encode("utf-8") if isinstance(key, str) else key)
 
 
 def signature_headers(value: bytes, key: bytes | str | None, key_id: str | None) -> list[tuple[str, bytes]]:
