@@ -56,7 +56,6 @@ from __future__ import annotations
 import math
 from array import array
 
-import numpy as _np
 from typing import Any, Iterable, Mapping, Optional, Union
 
 from detectors.base import Detector, StateError

@@ -30,15 +30,16 @@ from typing import Any
 
 import faust
 import orjson
-from faust.web import Request, Response, View
 
-from breakers.alertmanager import ALERT_ESCALATED, AsyncAlertmanager
+from breakers.alertmanager import AsyncAlertmanager
 from breakers.introspect import KeyRing
 from breakers.operators import OperatorRegistry
 from breakers.policy import PolicyInvalid, load_policy
-from streams import drill_api, ingest_api, otlp_agent  # extensions: register(ctx) adds agents/routes
-from streams.api import Api, Reply
-from streams.faust_compat import shorten_fetch_wait
+from streams import drill_api, ingest_api, otlp_agent, routes  # register(ctx) adds agents/routes
+from streams.acks import AckGate
+from streams.alerting import AlertDispatcher
+from streams.api import Api
+from streams.faust_compat import consumer_lag, shorten_fetch_wait
 from streams.metrics import CachedSource, Metrics, gauge
 from streams.monitor import Change, Monitor, decode_checkpoint
 from streams.pipeline import DEDUPE_KEY_PREFIX, TracePipeline
@@ -54,12 +55,10 @@ log = logging.getLogger("tripwire.worker")
 REBALANCE_TIMEOUT_S = 10.0
 SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_INTERVAL_S = 1.0
-ALERT_OPEN = "TripwireBreakerOpen"
 #: longest stretch the ingest agent runs without giving other tasks (timers, HTTP) a turn
 YIELD_EVERY_S = 0.02
 #: changelog key of the one-record batch closing each checkpoint (see ``write_checkpoint``)
 CHECKPOINT_MARK = b"\x00checkpoint"
-_ALERTING = {ALERT_ESCALATED: ("escalated",), ALERT_OPEN: ("open", "forced_open", "half_open")}
 
 
 @dataclass
@@ -114,10 +113,6 @@ def _operators(settings: Settings) -> OperatorRegistry:
     return OperatorRegistry.from_config(entries)
 
 
-def _reply(view: View, r: Reply) -> Response:
-    return view.json(r.body, status=r.status, headers=r.headers)
-
-
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app from settings."""
     datadir = settings.data_dir / f"worker-{settings.web_port}"
@@ -150,12 +145,11 @@ def create_app(settings: Settings) -> faust.App:
     monitor = Monitor(policy, lateness_s=settings.lateness_s, max_agents=settings.max_agents,
                       max_tools=settings.max_tools)
     pipeline = TracePipeline(settings, sink=monitor.ingest)
+    acks = AckGate()
     metrics = Metrics()
     reader = StateReader(settings.bootstrap, settings.topics.breaker_state, monitor.apply_remote)
     readiness = Readiness(app, reader)
-    alerts = AsyncAlertmanager(settings.alertmanager_url) if settings.alertmanager_url else None
     counters = {"alert_ok": 0, "alert_error": 0, "reload_ok": 0, "reload_error": 0}
-    pending_alerts: list[tuple[str, dict[str, Any]]] = []
 
     metrics.add_source(pipeline.counters.families)
     metrics.add_source(CachedSource(lambda: monitor_families(monitor, settings), ttl_s=settings.metrics_cache_s))
@@ -164,7 +158,7 @@ def create_app(settings: Settings) -> faust.App:
                                       [([], 1.0 if readiness.check()[0] else 0.0)])])
     metrics.add_source(lambda: [gauge("tripwire_consumer_lag_messages",
                                       "Messages behind the end of this worker's assigned trace partitions.",
-                                      ["topic", "partition"], _consumer_lag(app, settings.topics.traces))])
+                                      ["topic", "partition"], consumer_lag(app, settings.topics.traces))])
 
     traces_topic = settings.topics.traces
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
@@ -175,6 +169,13 @@ def create_app(settings: Settings) -> faust.App:
     # bytes keys/values: faust then uses the raw codec for writes *and* for recovery
     scope_state = app.Table("scope-state", partitions=settings.partitions, key_type=bytes, value_type=bytes)
 
+    async def alert_failed(scope: str, to_state: str, error: str) -> None:
+        await events_topic.send(key=scope.encode(), value=orjson.dumps(
+            {"type": "alert_failed", "scope": scope, "to": to_state, "error": error, "ts": time.time()}))
+
+    alerts = (AlertDispatcher(AsyncAlertmanager(settings.alertmanager_url), counters, alert_failed)
+              if settings.alertmanager_url else None)
+
     async def publish(change: Change) -> None:
         st = change.state
         key = st.scope.encode()
@@ -182,10 +183,8 @@ def create_app(settings: Settings) -> faust.App:
         for t in change.transitions:
             await events_topic.send(key=key, value=orjson.dumps({"type": "transition", **t.to_dict()}))
             log.info("breaker %s: %s -> %s (%s) by %s", t.scope, t.from_state, t.to_state, t.reason[:200], t.actor)
-            if alerts is not None and t.from_state != t.to_state:
-                pending_alerts.append((t.to_state, {"scope": t.scope, "from": t.from_state, "reason": t.reason,
-                                                    "budget": t.budget,
-                                                    "drill": t.drill, "evidence": t.evidence}))
+            if alerts is not None:
+                alerts.note(t)
 
     api = Api(monitor, _operators(settings),
               KeyRing.from_config(settings.jwt_keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience),
@@ -200,12 +199,16 @@ def create_app(settings: Settings) -> faust.App:
         process = pipeline.process
         clock = time.monotonic
         next_yield = clock() + YIELD_EVERY_S
-        async for event in stream.events():
+        hold = acks.hold
+        # manual acks: a message's offset is committed only after the checkpoint that saved its
+        # effects (see streams/acks.py); a crash re-reads it, the restored dedupe memory drops it
+        async for event in stream.noack().events():
             msg = event.message
             dead = process(msg.key, msg.value, topic=traces_topic, partition=msg.partition,
                            offset=msg.offset, headers=msg.headers)
             for letter in dead:
                 await dlq.send(key=letter.key, value=letter.value, headers={"tripwire-reason": letter.reason.encode()})
+            hold(msg.key.decode("utf-8", "replace") if msg.key else "", event)
             if clock() >= next_yield:
                 # with a backlog the stream hands over buffered events without suspending;
                 # yield so the decision timer and the HTTP API are never starved by ingest
@@ -228,8 +231,8 @@ def create_app(settings: Settings) -> faust.App:
         for lag in monitor.decision_lags:
             metrics.decision_latency.observe(lag)
         monitor.decision_lags.clear()
-        if pending_alerts:
-            await _send_alerts()
+        if alerts is not None and alerts.pending:
+            await alerts.flush()
 
     async def _after_outage() -> None:
         """The broker answers again: recreate missing topics; if it lost its data, write back what we know."""
@@ -258,43 +261,10 @@ def create_app(settings: Settings) -> faust.App:
         log.warning("breaker-state was reset: re-published %d non-closed breaker states; detector and dedupe "
                     "checkpoints of %d agents are rewritten", len(enforcing), len(monitor.agents))
 
-    async def _send_alerts() -> None:
-        assert alerts is not None
-        batch = list(pending_alerts)
-        pending_alerts.clear()
-        for i, (to_state, info) in enumerate(batch):
-            scope, drill = info["scope"], bool(info["drill"])
-            try:
-                if to_state in ("escalated", "open", "forced_open"):
-                    name = ALERT_ESCALATED if to_state == "escalated" else ALERT_OPEN
-                    other = ALERT_OPEN if name == ALERT_ESCALATED else ALERT_ESCALATED
-                    await alerts.fire(scope, summary=f"breaker {to_state}: {info['reason']}"[:500],
-                                      evidence=info["evidence"], alertname=name, budget=info["budget"],
-                                      severity="page", drill=drill)
-                    if (other, scope) in alerts.active:
-                        await alerts.resolve(scope, alertname=other, drill=drill)
-                elif to_state in ("closed", "shadow"):
-                    for name in (ALERT_ESCALATED, ALERT_OPEN):
-                        if (name, scope) in alerts.active or info["from"] in _ALERTING.get(name, ()):
-                            await alerts.resolve(scope, alertname=name, drill=drill)
-                counters["alert_ok"] += 1
-            except Exception as exc:  # noqa: BLE001 - retried on the next tick, never dropped
-                counters["alert_error"] += 1
-                log.warning("alertmanager post failed (will retry): %s", exc)
-                pending_alerts.extend(batch[i:])
-                await events_topic.send(key=scope.encode(), value=orjson.dumps(
-                    {"type": "alert_failed", "scope": scope, "to": to_state, "error": str(exc)[:300],
-                     "ts": time.time()}))
-                return
-
     if alerts is not None:
         @app.timer(30.0)
         async def repost_alerts() -> None:
-            try:
-                await alerts.repost_due()
-            except Exception as exc:  # noqa: BLE001
-                counters["alert_error"] += 1
-                log.warning("alertmanager re-post failed: %s", exc)
+            await alerts.repost()
 
     @app.timer(settings.checkpoint_interval_s)
     async def checkpoint() -> None:
@@ -308,9 +278,11 @@ def create_app(settings: Settings) -> faust.App:
         for partition, key, value in pipeline.checkpoint_dedupe():
             scope_state.send_changelog(partition, key.encode(), value, key_serializer="raw", value_serializer="raw")
             touched.add(partition)
-        for partition, key, value in monitor.checkpoint(None if everything else settings.checkpoint_max_bytes):
+        written = monitor.checkpoint(None if everything else settings.checkpoint_max_bytes)
+        for partition, key, value in written:
             scope_state.send_changelog(partition, key.encode(), value, key_serializer="raw", value_serializer="raw")
             touched.add(partition)
+        safe = acks.take(None if everything else {key for _, key, _ in written}, monitor.dirty_agents)
         if touched:
             # Tansu reports a partition's end offset as (base offset of its last record batch) + 1,
             # so faust's recovery stops before the tail of a multi-record batch. A one-record
@@ -319,6 +291,8 @@ def create_app(settings: Settings) -> faust.App:
             for partition in touched:
                 scope_state.send_changelog(partition, CHECKPOINT_MARK, b"{}", key_serializer="raw",
                                            value_serializer="raw")
+            await app.producer.flush()
+        AckGate.release(safe)  # their effects are on the changelog now: let faust commit them
 
     @app.timer(60.0)
     async def evict_idle_agents() -> None:
@@ -416,95 +390,9 @@ def create_app(settings: Settings) -> faust.App:
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
             pass
 
-    # ------------------------------------------------------------------ HTTP
-    @app.page("/metrics")
-    class MetricsView(View):
-        async def get(self, request: Request) -> Response:
-            return self.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
-
-    @app.page("/healthz")
-    class Healthz(View):
-        async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok", "time": time.time()})
-
-    @app.page("/readyz")
-    class Readyz(View):
-        async def get(self, request: Request) -> Response:
-            ready, why = readiness.check()
-            return self.json({"ready": ready, "reason": why}, status=200 if ready else 503)
-
-    @app.page("/v1/status")
-    class Status(View):
-        """Cheap JSON progress for people and scripts (``tripwire up``, benchmarks)."""
-
-        async def get(self, request: Request) -> Response:
-            c = pipeline.counters
-            states: dict[str, int] = {}
-            for st in monitor.states.values():
-                states[st.state] = states.get(st.state, 0) + 1
-            ready, why = readiness.check()
-            return self.json({"ready": ready, "reason": why, "events": sum(c.events.values()),
-                              "rejected": sum(c.rejected.values()), "duplicates": c.duplicates,
-                              "messages": c.messages, "agents": len(monitor.agents), "breakers": states,
-                              "policy_version": monitor.policy.policy_version})
-
-    @app.page("/v1/authz")
-    class Authz(View):
-        async def get(self, request: Request) -> Response:
-            h = request.headers
-            return _reply(self, await api.authz(h.get("X-Agent-Id"), h.get("X-Tool"), h.get("X-Tenant")))
-
-        async def post(self, request: Request) -> Response:
-            return await self.get(request)
-
-    @app.page("/v1/introspect")
-    class Introspect(View):
-        async def post(self, request: Request) -> Response:
-            body = await request.read()  # type: ignore[attr-defined]
-            return _reply(self, await api.introspect(body, request.headers.get("Content-Type", ""),
-                                                     request.headers.get("Authorization")))
-
-    @app.page("/v1/breakers")
-    class Breakers(View):
-        async def get(self, request: Request) -> Response:
-            return _reply(self, await api.list_breakers(request.headers.get("Authorization"),
-                                                        request.query.get("state")))
-
-    @app.page("/v1/breakers/{scope:.+}/{action:(force-open|reset|approve)}")
-    class BreakerAction(View):
-        async def post(self, request: Request, scope: str, action: str) -> Response:
-            body = await request.content.read(64 * 1024 + 1)  # type: ignore[attr-defined]
-            return _reply(self, await api.action(request.headers.get("Authorization"), scope, action, body))
-
-    @app.page("/v1/breakers/{scope:.+}")
-    class BreakerShow(View):
-        async def get(self, request: Request, scope: str) -> Response:
-            return _reply(self, await api.show_breaker(request.headers.get("Authorization"), scope))
-
-    for extension in (drill_api, otlp_agent, ingest_api):
+    for extension in (routes, drill_api, otlp_agent, ingest_api):
         extension.register(ctx)
     return app
-
-
-def _consumer_lag(app: faust.App, topic: str) -> list[tuple[list[str], float]]:
-    """(labels, lag) per assigned partition of ``topic``: log end offset minus the next offset to read."""
-    rows: list[tuple[list[str], float]] = []
-    try:
-        consumer = app.consumer
-        assigned = [tp for tp in consumer.assignment() if tp.topic == topic]
-    except Exception:  # noqa: BLE001 - consumer not started yet: no rows
-        return rows
-    for tp in sorted(assigned, key=lambda t: t.partition):
-        try:
-            end = consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - end offset not fetched yet
-            continue
-        if end is None:
-            continue
-        read = consumer._read_offset.get(tp)
-        position = read + 1 if read is not None else (consumer._committed_offset.get(tp) or 0)
-        rows.append(([topic, str(tp.partition)], float(max(0, end - position))))
-    return rows
 
 
 def _mtime(path: os.PathLike[str] | str) -> float:

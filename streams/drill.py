@@ -478,7 +478,7 @@ class Drill:
         """Inject, observe, recover; returns the result (never raises for a failing step)."""
         from streams.producer import BrokerUnreachable, TraceProducer
 
-        cfg, slo, res = self.config, self.config.slo, self.result
+        cfg, res = self.config, self.result
         self.on_phase("connecting")
         try:
             watcher: TopicWatcher | None = TopicWatcher(cfg.bootstrap, [cfg.topics.breaker_state,

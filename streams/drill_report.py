@@ -41,7 +41,7 @@ def markdown(result: DrillResult) -> str:
         f"- scope: `{result.scope}` (agent `{result.agent}`)",
         f"- started: {_when(result.started_at)}; finished: {_when(result.finished_at)}",
         f"- events injected: {result.events_sent}",
-        f"- targets: " + ", ".join(f"{k} `{v}`" for k, v in result.targets.items() if v),
+        "- targets: " + ", ".join(f"{k} `{v}`" for k, v in result.targets.items() if v),
     ]
     if result.failed_steps():
         lines.append(f"- **failed steps: {', '.join(result.failed_steps())}**")

@@ -36,3 +36,24 @@ def shorten_fetch_wait(max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
 
     create._tripwire_patched = True  # type: ignore[attr-defined]
     thread_cls._create_worker_consumer = create
+
+
+def consumer_lag(app: Any, topic: str) -> list[tuple[list[str], float]]:
+    """(labels, lag) per assigned partition of ``topic``: log end offset minus the next offset to read."""
+    rows: list[tuple[list[str], float]] = []
+    try:
+        consumer = app.consumer
+        assigned = [tp for tp in consumer.assignment() if tp.topic == topic]
+    except Exception:  # noqa: BLE001 - consumer not started yet: no rows
+        return rows
+    for tp in sorted(assigned, key=lambda t: t.partition):
+        try:
+            end = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - end offset not fetched yet
+            continue
+        if end is None:
+            continue
+        read = consumer._read_offset.get(tp)
+        position = read + 1 if read is not None else (consumer._committed_offset.get(tp) or 0)
+        rows.append(([topic, str(tp.partition)], float(max(0, end - position))))
+    return rows

@@ -91,3 +91,34 @@ def test_dedupe_memory_survives_kill9(broker, tmp_path, isolated_topics) -> None
     finally:
         producer.close()
         stop_process(w2.proc)
+
+
+def test_no_event_is_lost_when_a_worker_dies_before_its_checkpoint(broker, tmp_path, isolated_topics) -> None:
+    """Offsets are committed only after the checkpoint that saved the events' effects (streams/acks.py).
+
+    With no checkpoint between the events and the kill -9 (a 60 s interval), the restarted worker
+    must read the events again and count them. (With offsets committed right after processing —
+    every second — they would be gone: committed, but never saved.)
+    """
+    import time
+
+    env = {"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_CHECKPOINT_INTERVAL_S": "60"}
+    app_id = f"tw-{isolated_topics.prefix}"
+    w1 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env)
+    producer = TraceProducer(broker.bootstrap, isolated_topics.traces)
+    try:
+        producer.send_batch("nl-agent", calls("nl-agent", 50))
+        producer.send_batch("nl-agent", flags("nl-agent", 10))
+        producer.flush()
+        wait_for(lambda: w1.metric("tripwire_events_total") == 60, 20, "60 events counted")
+        time.sleep(2.5)  # > faust's 1 s commit interval: an auto-acked offset would be committed by now
+        kill9(w1.proc)
+    finally:
+        stop_process(w1.proc)
+    w2 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env)
+    try:
+        wait_for(lambda: w2.metric("tripwire_events_total") == 60, 30, "the 60 events read again and counted")
+        assert w2.metric("tripwire_near_miss_rate", agent="nl-agent", tool="*", window="1h") == pytest.approx(10 / 50)
+    finally:
+        producer.close()
+        stop_process(w2.proc)

@@ -123,7 +123,9 @@ def variable_queries(dashboard_json: Any, variables: Mapping[str, str] | None = 
         m = _LABEL_VALUES.match(q)
         if not m:
             continue
-        selector, label = m.group(1) or f'{{{label}!=""}}', m.group(2)
+        label = m.group(2)
+        selector = m.group(1) or f'{{{label}!=""}}'
+
         out.append((title, f"variable: {v['name']}", substitute(f"group by ({label}) ({selector})", variables)))
     return out
 

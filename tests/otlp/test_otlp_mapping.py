@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from otlp_fixtures import load, shifted_to_now, spans, to_proto_bytes
+from otlp_fixtures import load, shifted_to_now, to_proto_bytes
 
 from streams.otlp import OtlpError, decode_request, map_request, map_span
 from streams.otlp_agent import OtlpTranslator
