@@ -101,12 +101,38 @@ def _has_agent(web: str, agent: str) -> bool:
     return f'agent="{agent}"' in text
 
 
+def _decided(webs: list[str], scope: str, token: str) -> bool:
+    """Has any worker recorded a non-closed state for ``scope``?"""
+    from urllib.parse import quote
+
+    import httpx
+
+    for web in webs:
+        try:
+            r = httpx.get(f"{web}/v1/breakers/{quote(scope, safe='')}", timeout=1,
+                          headers={"Authorization": f"Bearer {token}"} if token else {})
+            if r.status_code == 200 and r.json().get("state") not in (None, "closed"):
+                return True
+        except (httpx.HTTPError, ValueError):
+            continue
+    return False
+
+
 def kill_worker_hooks(stack: EmbeddedStack, timeout_s: float = 60.0) -> dict[str, Any]:
     """Chaos hooks for :class:`streams.drill.Drill`: SIGKILL the drill agent's owner after the spike."""
     from streams.procutil import wait_until
 
     def after_spike(drill: Any, _: str) -> None:
         agent = drill.ds.agent
+        # kill mid-drill: once the owner has decided (the survivor then holds the breaker state
+        # from breaker-state and must enforce it). Killing before the decision would only measure
+        # the group's session timeout: the survivor re-reads the spike (its offsets were never
+        # committed) and decides ~15 s later.
+        try:
+            wait_until(lambda: _decided(stack.webs, drill.watch_scope, stack.token), timeout=10, interval=0.05,
+                       what="the owner's decision")
+        except TimeoutError:
+            pass
         owner = None
         deadline = time.monotonic() + 15
         while owner is None and time.monotonic() < deadline:

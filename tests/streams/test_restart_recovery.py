@@ -28,8 +28,12 @@ def _state(web: str, scope: str) -> str:
     return httpx.get(f"{web}/v1/breakers/{quote(scope, safe='')}", timeout=5).json()["state"]
 
 
-def test_state_survives_a_full_restart(broker, tmp_path, isolated_topics) -> None:
-    env = {"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_CHECKPOINT_INTERVAL_S": "0.5"}
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_state_survives_a_full_restart(broker, tmp_path, isolated_topics, store) -> None:
+    """With the in-memory table store and with RocksDB (``TRIPWIRE_STORE=rocksdb://``, rocksdict)."""
+    if store.startswith("rocksdb"):
+        pytest.importorskip("rocksdict", reason="pip install 'tripwire[rocksdb]' for the RocksDB table store")
+    env = {"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_CHECKPOINT_INTERVAL_S": "0.5", "TRIPWIRE_STORE": store}
     app_id = f"tw-{isolated_topics.prefix}"
     w1 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env)
     producer = TraceProducer(broker.bootstrap, isolated_topics.traces)
