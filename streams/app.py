@@ -39,7 +39,7 @@ from streams import drill_api, ingest_api, otlp_agent, routes  # register(ctx) a
 from streams.acks import AckGate
 from streams.alerting import AlertDispatcher
 from streams.api import Api
-from streams.faust_compat import consumer_lag, shorten_fetch_wait
+from streams.faust_compat import consumer_lag, shorten_fetch_wait, store_put
 from streams.metrics import CachedSource, Metrics, gauge
 from streams.monitor import Change, Monitor, decode_checkpoint
 from streams.pipeline import DEDUPE_KEY_PREFIX, TracePipeline
@@ -270,17 +270,27 @@ def create_app(settings: Settings) -> faust.App:
     async def checkpoint() -> None:
         await write_checkpoint()
 
+    local_copy = not settings.store.startswith("memory")
+
+    def save(partition: int, key: bytes, value: bytes | None) -> None:
+        """One checkpoint record to the changelog (explicit partition: the agent's own).
+
+        With an on-disk store (RocksDB) the record is also written locally: faust marks the
+        changelog offset as persisted in the store when the send completes, and after a
+        restart reads only the changelog past it.
+        """
+        if local_copy:
+            store_put(scope_state.data, partition, key, value)
+        scope_state.send_changelog(partition, key, value, key_serializer="raw", value_serializer="raw")
+
     async def write_checkpoint(everything: bool = False) -> None:
         # dedupe memory and detector state are taken in one synchronous step (no event in
         # between), dedupe first: on a changelog partition an agent state never lands
         # without the event ids it counted (see docs/operations.md, "Restart")
         touched: set[int] = set()
-        for partition, key, value in pipeline.checkpoint_dedupe():
-            scope_state.send_changelog(partition, key.encode(), value, key_serializer="raw", value_serializer="raw")
-            touched.add(partition)
         written = monitor.checkpoint(None if everything else settings.checkpoint_max_bytes)
-        for partition, key, value in written:
-            scope_state.send_changelog(partition, key.encode(), value, key_serializer="raw", value_serializer="raw")
+        for partition, key, value in [*pipeline.checkpoint_dedupe(), *written]:
+            save(partition, key.encode(), value)
             touched.add(partition)
         safe = acks.take(None if everything else {key for _, key, _ in written}, monitor.dirty_agents)
         if touched:
@@ -297,7 +307,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(60.0)
     async def evict_idle_agents() -> None:
         for partition, agent in monitor.evict_idle():
-            scope_state.send_changelog(partition, agent.encode(), None, key_serializer="raw", value_serializer="raw")
+            save(partition, agent.encode(), None)
 
     @app.on_partitions_revoked.connect
     async def _revoked(sender: Any, revoked: set[Any], **_: Any) -> None:

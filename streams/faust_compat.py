@@ -57,3 +57,28 @@ def consumer_lag(app: Any, topic: str) -> list[tuple[list[str], float]]:
         position = read + 1 if read is not None else (consumer._committed_offset.get(tp) or 0)
         rows.append(([topic, str(tp.partition)], float(max(0, end - position))))
     return rows
+
+
+def store_put(store: Any, partition: int, key: bytes, value: bytes | None) -> None:
+    """Write a table record for ``partition`` outside any stream event.
+
+    faust's RocksDB store picks the partition's database from the *current event*, which a
+    timer does not have; this writes to the partition's database directly.
+    """
+    db_for = getattr(store, "_db_for_partition", None)
+    if db_for is None:  # e.g. the in-memory store: not partitioned
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+        return
+    db = db_for(partition)
+    if value is None:
+        store._key_index.pop(key, None)
+        try:
+            del db[key]
+        except KeyError:
+            pass
+    else:
+        store._key_index[key] = partition
+        db.put(key, value)
