@@ -39,7 +39,7 @@ from streams import drill_api, ingest_api, otlp_agent, routes  # register(ctx) a
 from streams.acks import AckGate
 from streams.alerting import AlertDispatcher
 from streams.api import Api
-from streams.faust_compat import consumer_lag, shorten_fetch_wait, store_put
+from streams.faust_compat import consumer_lag, rewind_to_start, shorten_fetch_wait, store_put
 from streams.metrics import CachedSource, Metrics, gauge
 from streams.monitor import Change, Monitor, decode_checkpoint
 from streams.pipeline import DEDUPE_KEY_PREFIX, TracePipeline
@@ -249,6 +249,8 @@ def create_app(settings: Settings) -> faust.App:
         resets_handled[:] = [resets, reconnects]
         if created or was_reset:
             log.warning("the broker came back without its data (recreated: %s)", ", ".join(created) or "none")
+            rewound = await rewind_to_start(app, traces_topic)
+            log.warning("re-reading %d partitions of %s from offset 0", rewound, traces_topic)
             await _rewrite_lost_state()
 
     async def _rewrite_lost_state() -> None:

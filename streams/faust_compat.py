@@ -82,3 +82,18 @@ def store_put(store: Any, partition: int, key: bytes, value: bytes | None) -> No
     else:
         store._key_index[key] = partition
         db.put(key, value)
+
+
+async def rewind_to_start(app: Any, topic: str) -> int:
+    """Re-read every assigned partition of ``topic`` from offset 0 (the broker lost its log).
+
+    A broker that comes back empty restarts each partition at offset 0, while the consumer
+    still holds its old positions: without this it would skip new records up to the old
+    read offset, and faust would refuse their acks as below the old committed offset.
+    """
+    consumer = app.consumer
+    tps = [tp for tp in consumer.assignment() if tp.topic == topic]
+    for tp in tps:
+        consumer._committed_offset[tp] = None
+        await consumer.seek(tp, 0)
+    return len(tps)

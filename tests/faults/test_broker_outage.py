@@ -67,7 +67,7 @@ def test_broker_outage_and_empty_restart(tmp_path) -> None:
         p = TraceProducer(broker.bootstrap, topics.traces)
         p.send_batch("out-new", calls("out-new", 10))
         p.close()
-        wait_for(lambda: w.metric("tripwire_events_total") == before + 10, 30, "new events consumed")
+        wait_for(lambda: w.metric("tripwire_events_total") >= before + 10, 90, "new events consumed")
         poller.stop()
         assert poller.polls > 20 and poller.allowed == [], poller.allowed[:5]
         assert authz_status(w.web, "out-bad") == 403
