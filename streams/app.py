@@ -120,6 +120,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.broker,
+        broker_credentials=settings.kafka.faust_credentials(),
         store=settings.store,
         datadir=str(datadir),
         web_host=settings.web_host,
@@ -147,7 +148,8 @@ def create_app(settings: Settings) -> faust.App:
     pipeline = TracePipeline(settings, sink=monitor.ingest)
     acks = AckGate()
     metrics = Metrics()
-    reader = StateReader(settings.bootstrap, settings.topics.breaker_state, monitor.apply_remote)
+    reader = StateReader(settings.bootstrap, settings.topics.breaker_state, monitor.apply_remote,
+                         security=settings.kafka)
     readiness = Readiness(app, reader)
     counters = {"alert_ok": 0, "alert_error": 0, "reload_ok": 0, "reload_error": 0}
 

@@ -60,9 +60,14 @@ def kafka_api_ready(bootstrap: str, timeout: float = 2.0) -> bool:
 class EmbeddedBroker:
     """Start and stop a Tansu broker on a loopback port (memory storage)."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], port: int | None = None, host: str = "127.0.0.1",
+                 *, advertised: str | None = None, authentication: bool = False) -> None:
+        """``advertised`` (host:port) is what metadata tells clients to connect to, e.g. a TLS
+        terminator in front of the broker; ``authentication`` makes Tansu require SASL (SCRAM)."""
         self.host = host
         self.port = port or free_port(host)
+        self.advertised = advertised
+        self.authentication = authentication
         self.data_dir = Path(data_dir)
         self.log_path = self.data_dir / "broker.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -84,9 +89,11 @@ class EmbeddedBroker:
         argv = [
             tansu_binary(), "broker",
             "--listener-url", listener,
-            "--advertised-listener-url", listener,
+            "--advertised-listener-url", f"tcp://{self.advertised}" if self.advertised else listener,
             "--storage-engine", "memory://tansu/",
         ]
+        if self.authentication:
+            argv.append("--authentication")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "warn")
         logfile = open(self.log_path, "ab")  # noqa: SIM115 - closed by the child's lifetime
@@ -100,7 +107,8 @@ class EmbeddedBroker:
                 raise BrokerError(
                     f"broker exited with code {self.proc.returncode}; see {self.log_path}"
                 )
-            if port_open(self.host, self.port) and kafka_api_ready(self.bootstrap):
+            if port_open(self.host, self.port) and (
+                    self.advertised or self.authentication or kafka_api_ready(self.bootstrap)):
                 log.info("embedded broker ready at %s (log %s)", self.bootstrap, self.log_path)
                 return
             time.sleep(0.1)

@@ -27,6 +27,19 @@ def _settings(**overrides: Any) -> Any:
         raise click.ClickException(f"invalid configuration:\n{exc}") from None
 
 
+def kafka_security() -> Any:
+    """TLS/SASL for the CLI's own Kafka clients, from ``TRIPWIRE_KAFKA__*`` or the ``kafka:`` block of
+    ``$TRIPWIRE_CONFIG`` (the worker's settings); certificate files are loaded now, so a bad one fails here."""
+    from streams.kafka_security import KafkaSecurityError
+
+    security = _settings().kafka
+    try:
+        security.ssl_context  # noqa: B018 - load the CA and client certificate once, up front
+    except KafkaSecurityError as exc:
+        raise click.ClickException(f"Kafka TLS: {exc}") from None
+    return security
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tripwire")
 def main() -> None:
@@ -79,12 +92,28 @@ def worker(broker: str | None, web_host: str | None, web_port: int | None, data_
 
     from streams.worker import run_worker
 
+    from streams.kafka_security import KafkaSecurityError
+
     settings = _settings(config=config, broker=broker, web_host=web_host, web_port=web_port, data_dir=data_dir,
                          policy_file=policy_file, partitions=partitions, log_level=log_level)
     try:
+        settings.kafka.ssl_context  # noqa: B018 - load the CA and client certificate once, up front
+    except KafkaSecurityError as exc:
+        raise click.ClickException(f"Kafka TLS: {exc}") from None
+    from streams.producer import BrokerUnreachable, check_broker
+
+    try:  # say precisely why the broker cannot be used (TCP, TLS, SASL offer) instead of retrying blindly
+        check_broker(settings.bootstrap, settings.kafka)
+    except BrokerUnreachable as exc:
+        if not no_create_topics:  # the worker needs the broker now to create its topics
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"warning: {exc}; starting anyway, the worker retries until it can connect", err=True)
+    try:
         run_worker(settings, create_topics=not no_create_topics)
     except KafkaError as exc:
-        raise click.ClickException(f"cannot reach the broker at {settings.bootstrap}: {exc}") from None
+        from streams.producer import connect_error
+
+        raise click.ClickException(connect_error(settings.bootstrap, settings.kafka, exc)) from None
 
 
 @main.command()
@@ -109,7 +138,7 @@ def replay(file: Path, broker: str, topic: str, rebase_time: bool, speed: float,
     if limit is not None:
         total = min(total, limit)
     try:
-        producer = TraceProducer(bootstrap, topic)
+        producer = TraceProducer(bootstrap, topic, security=kafka_security())
     except BrokerUnreachable as exc:
         raise click.ClickException(str(exc)) from None
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -136,7 +165,8 @@ def traffic(broker: str, rate: float, duration: float, seed: int) -> None:
     from streams.traffic import SyntheticTraffic
 
     try:
-        producer = TraceProducer(broker.split("://", 1)[-1], "agent-traces")
+        producer = TraceProducer(broker.split("://", 1)[-1].replace(";", ","), "agent-traces",
+                                 security=kafka_security())
     except BrokerUnreachable as exc:
         raise click.ClickException(str(exc)) from None
     gen = SyntheticTraffic(seed=seed, rate=rate)
@@ -184,7 +214,7 @@ def config() -> None:
     """Effective configuration."""
 
 
-_SECRET_WORDS = ("secret", "password", "token", "private", "key_pem", "sasl")
+_SECRET_WORDS = ("secret", "password", "token", "private", "key_pem")
 
 
 def _redact(value: Any, key: str = "") -> Any:

@@ -295,12 +295,18 @@ def incidents(ctx: click.Context, broker: str, topic: str, timeout: float) -> No
     ctx.obj = {"bootstrap": broker.split("://", 1)[-1].replace(";", ","), "topic": topic, "timeout": timeout}
 
 
+def _security() -> Any:
+    from streams.cli import kafka_security
+
+    return kafka_security()
+
+
 def _load(ctx: click.Context) -> Any:
     from streams.incidents_reader import IncidentsReadError, load_incidents
 
     o = ctx.obj
     try:
-        return load_incidents(o["bootstrap"], o["topic"], o["timeout"])
+        return load_incidents(o["bootstrap"], o["topic"], o["timeout"], _security())
     except IncidentsReadError as exc:
         _fail(str(exc))
 

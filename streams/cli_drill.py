@@ -266,6 +266,7 @@ def drill(scope: str | None, profile: str, broker: str, api: str, alertmanager: 
 
     from streams import drill_report
     from streams.drill import Drill, DrillConfig, DrillError, DrillSLO, Topics, find_token, report_result
+    from streams.kafka_security import KafkaSecurity
 
     console = Console(stderr=as_json)
     if kill_worker and not embedded:
@@ -298,8 +299,11 @@ def drill(scope: str | None, profile: str, broker: str, api: str, alertmanager: 
     else:
         token = find_token(token, dict(os.environ), token_dir)
     bootstrap = broker.split("://", 1)[-1].replace(";", ",")
+    from streams.cli import kafka_security
+
+    security = KafkaSecurity() if stack is not None else kafka_security()  # the embedded broker is loopback plaintext
     config = DrillConfig(bootstrap=bootstrap, api=api, alertmanager=alertmanager, scope=scope, profile=profile,
-                         token=token, topics=Topics(traces=traces_topic, breaker_state=state_topic,
+                         token=token, security=security, topics=Topics(traces=traces_topic, breaker_state=state_topic,
                                                     breaker_events=events_topic), slo=slo)
     try:
         with console.status("starting the drill") as status:
@@ -318,7 +322,7 @@ def drill(scope: str | None, profile: str, broker: str, api: str, alertmanager: 
             except DrillError as exc:
                 raise click.ClickException(str(exc)) from None
             status.update("reporting the result")
-            report_result(result, bootstrap, events_topic, runner.api, token)
+            report_result(result, bootstrap, events_topic, runner.api, token, security)
     finally:
         if stack is not None:
             stack.stop()

@@ -47,6 +47,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from breakers.scope import ScopeError, format_scope, parse_scope
+from streams.kafka_security import KafkaSecurity
 
 log = logging.getLogger("tripwire.drill")
 
@@ -304,7 +305,8 @@ class Seen:
 class TopicWatcher:
     """Follow ``breaker-state`` and ``breaker-events`` from their current end (kafka-python, a thread)."""
 
-    def __init__(self, bootstrap: str, topics: list[str], timeout_s: float = 15.0) -> None:
+    def __init__(self, bootstrap: str, topics: list[str], timeout_s: float = 15.0,
+                 security: KafkaSecurity | None = None) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
         self.records: list[Seen] = []
@@ -312,7 +314,8 @@ class TopicWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                       client_id="tripwire-drill", request_timeout_ms=int(timeout_s * 1000) + 1000)
+                                       client_id="tripwire-drill", request_timeout_ms=int(timeout_s * 1000) + 1000,
+                                       **(security or KafkaSecurity()).kafka_python_kwargs())
         tps = []
         deadline = time.monotonic() + timeout_s
         for topic in topics:
@@ -394,6 +397,7 @@ class DrillConfig:
     profile: str = "near-miss-spike"
     token: str | None = None
     topics: Topics = field(default_factory=Topics)
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
     slo: DrillSLO = field(default_factory=DrillSLO)
     drill_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -482,13 +486,14 @@ class Drill:
         self.on_phase("connecting")
         try:
             watcher: TopicWatcher | None = TopicWatcher(cfg.bootstrap, [cfg.topics.breaker_state,
-                                                                        cfg.topics.breaker_events])
+                                                                        cfg.topics.breaker_events],
+                                                        security=cfg.security)
         except Exception as exc:  # noqa: BLE001 - fall back to polling the API
             log.warning("cannot follow breaker topics (%s); polling %s instead", exc, self.api)
             watcher = None
         self.result.targets["observed_via"] = "breaker-state topic" if watcher else "API polling (fallback)"
         try:
-            producer = TraceProducer(cfg.bootstrap, cfg.topics.traces)
+            producer = TraceProducer(cfg.bootstrap, cfg.topics.traces, security=cfg.security)
         except BrokerUnreachable as exc:
             if watcher:
                 watcher.close()
@@ -731,21 +736,22 @@ def _rfc3339(text: str | None) -> float:
 
 # ---------------------------------------------------------------------------------- reporting to the deployment
 
-def report_result(result: DrillResult, bootstrap: str, events_topic: str, api: str, token: str | None) -> None:
+def report_result(result: DrillResult, bootstrap: str, events_topic: str, api: str, token: str | None,
+                  security: KafkaSecurity | None = None) -> None:
     """Tell the deployment: ``POST /v1/drills`` and a ``drill_result`` record on ``breaker-events``.
 
     Fills ``result.reported`` with ``ok`` or the error of each channel; never raises.
     """
-    from streams.producer import BrokerUnreachable, _any_reachable as _reachable
+    from streams.producer import check_broker
 
     from kafka import KafkaProducer
 
     doc = result.to_dict()
     try:
-        if not _reachable(bootstrap):
-            raise BrokerUnreachable(f"cannot reach a Kafka broker at {bootstrap}")
+        check_broker(bootstrap, security or KafkaSecurity())
         producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="tripwire-drill", acks=1,
-                                 max_block_ms=10_000, request_timeout_ms=10_000)
+                                 max_block_ms=10_000, request_timeout_ms=10_000,
+                                 **(security or KafkaSecurity()).kafka_python_kwargs())
         try:  # partition 0: where every worker looks for drill results (streams.drill_api)
             producer.send(events_topic, key=RESULT_KEY, value=orjson.dumps(doc), partition=0).get(timeout=10)
         finally:

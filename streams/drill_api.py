@@ -25,6 +25,7 @@ from faust.web import Request, Response, View
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from breakers.operators import can
+from streams.kafka_security import KafkaSecurity
 
 if TYPE_CHECKING:
     from streams.app import AppContext
@@ -77,7 +78,7 @@ class DrillStats:
 RESULTS_PARTITION = 0
 
 
-async def follow_results(bootstrap: str, topic: str, stats: DrillStats) -> None:
+async def follow_results(bootstrap: str, topic: str, stats: DrillStats, security: KafkaSecurity | None = None) -> None:
     """Read drill_result records of ``topic`` from the beginning, forever (reconnects on errors)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
@@ -85,7 +86,8 @@ async def follow_results(bootstrap: str, topic: str, stats: DrillStats) -> None:
     delay = 0.5
     while True:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    client_id="tripwire-drill-results", auto_offset_reset="earliest")
+                                    client_id="tripwire-drill-results", auto_offset_reset="earliest",
+                                    **(security or KafkaSecurity()).aiokafka_kwargs())
         try:
             await consumer.start()
             parts: set[int] | None = None
@@ -128,7 +130,7 @@ def register(ctx: "AppContext") -> None:
 
     @ctx.app.task
     async def read_drill_results() -> None:
-        await follow_results(ctx.settings.bootstrap, ctx.settings.topics.breaker_events, stats)
+        await follow_results(ctx.settings.bootstrap, ctx.settings.topics.breaker_events, stats, ctx.settings.kafka)
 
     @ctx.app.page("/v1/drills")
     class Drills(View):

@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from streams.kafka_security import KafkaSecurity
 from streams.schema import KINDS, TraceEvent
 from streams.signing import KEY_ID_HEADER, SIGNATURE_HEADER, sign_value
 
@@ -140,6 +141,7 @@ class Emitter:
         validate: bool = True,
         exit_timeout_s: float = 5.0,
         producer_config: dict[str, Any] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         if batch_max < 1 or buffer_max < 1:
             raise ValueError("batch_max and buffer_max must be >= 1")
@@ -159,6 +161,8 @@ class Emitter:
         self.exit_timeout_s = exit_timeout_s
         self._key = signing_key
         self._key_id = key_id
+        self.security = security or KafkaSecurity()
+        self.security.ssl_context  # noqa: B018 - a bad CA/certificate fails here, not in the sender thread
         self._producer_config = dict(producer_config or {})
         #: events dropped: buffer full, or still buffered when close() gave up
         self.dropped = 0
@@ -369,6 +373,7 @@ class Emitter:
         config: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "client_id": "tripwire-emitter",
                                   "acks": 1, "linger_ms": 5, "retries": 5, "max_block_ms": 10_000,
                                   "request_timeout_ms": 10_000, "bootstrap_timeout_ms": 2000}
+        config.update(self.security.kafka_python_kwargs())
         config.update(self._producer_config)
         try:
             self._producer = KafkaProducer(**config)

@@ -18,6 +18,7 @@ import orjson
 
 from breakers.incidents import Incident, IncidentTracker
 from breakers.state_machine import Transition
+from streams.kafka_security import KafkaSecurity
 
 
 class IncidentsReadError(RuntimeError):
@@ -74,16 +75,25 @@ def build_incidents(records: Iterable[bytes | None]) -> IncidentLog:
     return out
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[bytes | None]:
+def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0,
+               security: KafkaSecurity | None = None) -> list[bytes | None]:
     """Every record value of ``topic`` from the beginning to the end offsets at call time."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
+    from streams.producer import BrokerUnreachable, check_broker, connect_error
+
+    security = security or KafkaSecurity()
+    try:
+        check_broker(bootstrap, security)
+    except BrokerUnreachable as exc:
+        raise IncidentsReadError(str(exc)) from None
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                 request_timeout_ms=int(timeout_s * 1000) + 1000)
+                                 request_timeout_ms=int(timeout_s * 1000) + 1000,
+                                 **security.kafka_python_kwargs())
     except (KafkaError, OSError, ValueError) as exc:
-        raise IncidentsReadError(f"cannot reach a Kafka broker at {bootstrap}: {exc}") from exc
+        raise IncidentsReadError(connect_error(bootstrap, security, exc)) from exc
     try:
         deadline = time.monotonic() + timeout_s
         parts = consumer.partitions_for_topic(topic)
@@ -111,9 +121,10 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0) -> list[byte
         consumer.close()
 
 
-def load_incidents(bootstrap: str, topic: str, timeout_s: float = 10.0) -> IncidentLog:
+def load_incidents(bootstrap: str, topic: str, timeout_s: float = 10.0,
+                   security: KafkaSecurity | None = None) -> IncidentLog:
     """Read ``topic`` and rebuild its incidents."""
-    return build_incidents(read_topic(bootstrap, topic, timeout_s))
+    return build_incidents(read_topic(bootstrap, topic, timeout_s, security))
 
 
 def summary_row(inc: Incident) -> dict[str, Any]:

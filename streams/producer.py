@@ -9,29 +9,36 @@ import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from streams.kafka_probe import KafkaProbeError, probe
+from streams.kafka_security import KafkaSecurity, KafkaSecurityError
+
 
 class BrokerUnreachable(RuntimeError):
     """No broker answered at the bootstrap address."""
 
 
-def _any_reachable(bootstrap: str) -> bool:
-    """Fail fast: does any bootstrap address accept TCP connections?"""
-    from streams.procutil import port_open
+def connect_error(bootstrap: str, security: KafkaSecurity, exc: BaseException) -> str:
+    """The message for a client that could not start although the probe passed (SASL: likely credentials)."""
+    hint = f"; check sasl_username/sasl_password for {security.sasl_mechanism}" if security.sasl else ""
+    return f"cannot use the Kafka broker at {bootstrap} ({security.describe()}): {type(exc).__name__}: {exc}{hint}"
 
-    for addr in bootstrap.split(","):
-        host, _, port = addr.strip().rpartition(":")
-        if host and port.isdigit() and port_open(host.strip("[]"), int(port), timeout=2.0):
-            return True
-    return False
+
+def check_broker(bootstrap: str, security: KafkaSecurity, timeout_s: float = 5.0) -> None:
+    """Fail fast with the reason (TCP, TLS, SASL offer) before a client retries for its whole timeout."""
+    try:
+        probe(bootstrap, security, timeout_s=timeout_s)
+    except (KafkaProbeError, KafkaSecurityError) as exc:
+        raise BrokerUnreachable(f"cannot use the Kafka broker at {bootstrap} ({security.describe()}): {exc}") from None
 
 
 class TraceProducer:
     """Send events keyed by agent id; a list of one agent's events becomes one batched message."""
 
-    def __init__(self, bootstrap: str, topic: str = "agent-traces", timeout_s: float = 10.0) -> None:
+    def __init__(self, bootstrap: str, topic: str = "agent-traces", timeout_s: float = 10.0,
+                 security: KafkaSecurity | None = None) -> None:
         self.topic = topic
-        if not _any_reachable(bootstrap):
-            raise BrokerUnreachable(f"cannot reach a Kafka broker at {bootstrap}: no address accepts connections")
+        security = security or KafkaSecurity()
+        check_broker(bootstrap, security, timeout_s=min(5.0, timeout_s))
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=bootstrap,
@@ -41,9 +48,11 @@ class TraceProducer:
                 compression_type=None,
                 request_timeout_ms=int(timeout_s * 1000),
                 max_block_ms=int(timeout_s * 1000),
+                bootstrap_timeout_ms=int(timeout_s * 1000),
+                **security.kafka_python_kwargs(),
             )
         except (KafkaError, OSError, ValueError) as exc:
-            raise BrokerUnreachable(f"cannot reach a Kafka broker at {bootstrap}: {exc}") from exc
+            raise BrokerUnreachable(connect_error(bootstrap, security, exc)) from exc
         self.sent_messages = 0
         self.sent_events = 0
 

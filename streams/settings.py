@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from streams.kafka_security import KafkaSecurity
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY = REPO_ROOT / "deploy" / "policy" / "default.yaml"
 
@@ -34,6 +36,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TRIPWIRE_", env_nested_delimiter="__", extra="forbid")
 
     broker: str = Field("kafka://127.0.0.1:19092", description="Kafka bootstrap URL(s), kafka://host:port[;host:port]")
+    kafka: KafkaSecurity = Field(
+        default_factory=KafkaSecurity,
+        description="TLS/SASL towards Kafka (TRIPWIRE_KAFKA__SECURITY_PROTOCOL, TRIPWIRE_KAFKA__SASL_PASSWORD, ...)",
+    )
     app_id: str = Field("tripwire", description="consumer group id and prefix of internal topics")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from streams.faust_compat import FETCH_MAX_WAIT_MS
+from streams.kafka_security import KafkaSecurity
 
 log = logging.getLogger("tripwire.state_reader")
 
@@ -25,8 +26,9 @@ Apply = Callable[[bytes | None, bytes | None], None]
 
 
 class StateReader:
-    def __init__(self, bootstrap: str, topic: str, apply: Apply) -> None:
+    def __init__(self, bootstrap: str, topic: str, apply: Apply, security: KafkaSecurity | None = None) -> None:
         self.bootstrap = bootstrap
+        self.security = security or KafkaSecurity()
         self.topic = topic
         self.apply = apply
         self.caught_up = False
@@ -65,7 +67,7 @@ class StateReader:
     async def _consume(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                     client_id="tripwire-state-reader", auto_offset_reset="earliest",
-                                    fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+                                    fetch_max_wait_ms=FETCH_MAX_WAIT_MS, **self.security.aiokafka_kwargs())
         await consumer.start()
         try:
             partitions: set[int] | None = None

@@ -32,6 +32,8 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
         bootstrap_servers=settings.bootstrap,
         client_id="tripwire-admin",
         request_timeout_ms=int(timeout_s * 1000),
+        bootstrap_timeout_ms=int(timeout_s * 1000),
+        **settings.kafka.kafka_python_kwargs(),
     )
     try:
         existing = set(admin.list_topics())

@@ -17,6 +17,7 @@ from rich.console import Console
 from breakers.operators import generate_token, hash_token
 from streams.broker import EmbeddedBroker
 from streams.procutil import spawn_guarded, stop_process, wait_until
+from streams.kafka_security import KafkaSecurity
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -121,7 +122,8 @@ def run_up(
     try:
         console.print(f"[bold]tripwire up[/bold]: starting the embedded broker (Tansu) on {broker.bootstrap} …")
         broker.start()
-        settings = settings.model_copy(update={"broker": broker.url})
+        # the embedded broker is loopback PLAINTEXT, whatever TLS/SASL the environment configures for a cluster
+        settings = settings.model_copy(update={"broker": broker.url, "kafka": KafkaSecurity()})
         ensure_topics(settings)
         log_path = data_dir / "worker.log"
         console.print(f"starting the worker (log: {log_path}) …")
@@ -130,7 +132,8 @@ def run_up(
                 "--data-dir", str(data_dir), "--policy", str(settings.policy_file),
                 "--partitions", str(settings.partitions)]
         token_file = write_admin_token(data_dir)
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPWIRE_KAFKA__")}
+        env["TRIPWIRE_KAFKA__SECURITY_PROTOCOL"] = "PLAINTEXT"
         env["TRIPWIRE_OPERATORS"] = json.dumps(
             [*settings.operators, {"name": "local-admin", "role": "admin", "token_sha256": hash_token(
                 token_file.read_text().strip())}])

@@ -47,6 +47,7 @@ def test_in_page_anchors_resolve():
 def test_documents_both_deployments_and_the_honest_gaps():
     text = DOC.read_text()
     for must in ("docker compose -f deploy/compose/compose.yaml", "kubectl apply -k deploy/k8s",
-                 "tripwire policy check", "tripwire backtest` (coming)", "TLS and SASL: planned, not implemented",
+                 "tripwire policy check", "tripwire backtest --policy my-policy.yaml", "### TLS and SASL",
+                 "Not tested: a successful SASL login",
                  "runbooks.md", "--no-create-topics"):
         assert must in text, must

@@ -44,4 +44,4 @@ def test_replay_unreachable_broker_fails_fast(tmp_path) -> None:
     f.write_text('{"schema_version":"1"}\n')
     result = CliRunner().invoke(main, ["replay", str(f), "--broker", "kafka://127.0.0.1:1"])
     assert result.exit_code == 1
-    assert "cannot reach a Kafka broker" in result.output
+    assert "cannot use the Kafka broker at 127.0.0.1:1 (PLAINTEXT): 127.0.0.1:1: TCP connect failed" in result.output
