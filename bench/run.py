@@ -68,10 +68,10 @@ def make_events(n: int, seed: int = 1) -> dict[str, list[dict]]:
     return per_agent
 
 
-def produce(bootstrap: str, topic: str, per_agent: dict[str, list[dict]], batch: int) -> int:
+def produce(bootstrap: str, topic: str, per_agent: dict[str, list[dict]], batch: int, security=None) -> int:  # type: ignore[no-untyped-def]
     from streams.producer import TraceProducer
 
-    p = TraceProducer(bootstrap, topic)
+    p = TraceProducer(bootstrap, topic, security=security)
     messages = 0
     for agent, events in per_agent.items():
         for i in range(0, len(events), batch):
@@ -81,10 +81,10 @@ def produce(bootstrap: str, topic: str, per_agent: dict[str, list[dict]], batch:
     return messages
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int = 4) -> None:
+def create_topic(bootstrap: str, topic: str, partitions: int = 4, security=None) -> None:  # type: ignore[no-untyped-def]
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, **(security.kafka_python_kwargs() if security else {}))
     try:
         admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
@@ -157,14 +157,16 @@ async def full_loop(bootstrap: str, topic: str, expect_events: int) -> float:
         await consumer.stop()
 
 
-def start_worker(broker: EmbeddedBroker, tmp: Path, topic: str, app_id: str) -> tuple[subprocess.Popen, str]:
+def start_worker(broker: EmbeddedBroker, tmp: Path, topic: str, app_id: str, url: str | None = None,
+                 extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ)
+    env.update(extra_env or {})
     env.update({"TRIPWIRE_TOPICS__TRACES": topic, "TRIPWIRE_TOPICS__DLQ": f"{topic}-dlq",
                 "TRIPWIRE_TOPICS__BREAKER_STATE": f"{topic}-state", "TRIPWIRE_TOPICS__BREAKER_EVENTS": f"{topic}-events",
                 "TRIPWIRE_TOPICS__OTLP": f"{topic}-otlp", "TRIPWIRE_APP_ID": app_id, "TRIPWIRE_LOG_LEVEL": "warning"})
     log = open(tmp / f"{app_id}.log", "ab")  # noqa: SIM115
-    proc = spawn_guarded([sys.executable, "-m", "streams.cli", "worker", "--broker", broker.url, "--web-port", str(port),
+    proc = spawn_guarded([sys.executable, "-m", "streams.cli", "worker", "--broker", url or broker.url, "--web-port", str(port),
                           "--data-dir", str(tmp / app_id), "--partitions", "4"], stdout=log, stderr=log, env=env,
                          cwd=str(ROOT))
     return proc, f"http://127.0.0.1:{port}"
@@ -178,9 +180,10 @@ def scrape(web: str, name: str) -> float:
     return total
 
 
-def worker_rate(broker: EmbeddedBroker, tmp: Path, topic: str, expect: int) -> float:
+def worker_rate(broker: EmbeddedBroker, tmp: Path, topic: str, expect: int, url: str | None = None,
+                extra_env: dict[str, str] | None = None) -> float:
     """Events/s of a real worker on a pre-filled topic, between 5% and 95% of the events."""
-    proc, web = start_worker(broker, tmp, topic, f"bench-{uuid.uuid4().hex[:6]}")
+    proc, web = start_worker(broker, tmp, topic, f"bench-{uuid.uuid4().hex[:6]}", url, extra_env)
     try:
         marks: list[tuple[float, float]] = []
         deadline = time.monotonic() + 300
@@ -220,6 +223,35 @@ def bench_ingest(broker: EmbeddedBroker, tmp: Path, n_batched: int, n_single: in
             f"{rate:,.0f} events/s = {rate / ceiling:.2f} of the raw ceiling, {rate / full:.2f} of the same-work loop")
         out[f"{label}_rate"], out[f"{label}_ceiling"], out[f"{label}_full"] = rate, ceiling, full
     return out
+
+
+def bench_tls(broker: EmbeddedBroker, tmp: Path, n: int) -> dict[str, float]:
+    """Worker throughput over mutual TLS vs plaintext, same batched events, same run.
+
+    TLS runs through a real nginx stream terminator in front of a second Tansu (tests/kafka_tls.py),
+    so the TLS figure also pays the proxy hop; plaintext reads the main broker directly.
+    """
+    sys.path.insert(0, str(ROOT / "tests"))
+    from kafka_tls import STREAM_MODULE, nginx_binary, tls_kafka
+
+    binary = nginx_binary()
+    if not binary or not STREAM_MODULE.exists():
+        say("[tls] skipped: needs nginx with its stream module (apt-get install nginx libnginx-mod-stream)")
+        return {}
+    events = make_events(n, seed=5)
+    plain_topic = f"bench-plain-{uuid.uuid4().hex[:6]}"
+    create_topic(broker.bootstrap, plain_topic)
+    produce(broker.bootstrap, plain_topic, events, 100)
+    plain = worker_rate(broker, tmp, plain_topic, n)
+    say(f"[tls] plaintext worker, batched: {plain:,.0f} events/s")
+    with tls_kafka(tmp / "tls", binary) as cluster:
+        sec = cluster.security()
+        topic = f"bench-tls-{uuid.uuid4().hex[:6]}"
+        create_topic(cluster.tls_bootstrap, topic, security=sec)
+        produce(cluster.tls_bootstrap, topic, events, 100, security=sec)
+        tls = worker_rate(broker, tmp, topic, n, url=cluster.url, extra_env=cluster.env())
+    say(f"[tls] mutual-TLS worker (via nginx), batched: {tls:,.0f} events/s = {tls / plain:.2f} of plaintext")
+    return {"tls_events_per_s": tls, "tls_plain_events_per_s": plain, "tls_ratio": tls / plain}
 
 
 def bench_detectors() -> dict[str, str]:
@@ -374,7 +406,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=200_000, help="events for the batched ingest run")
     ap.add_argument("--single", type=int, default=40_000, help="events for the one-event-per-message run")
-    ap.add_argument("--skip", action="append", default=[], choices=["ingest", "detectors", "decision", "soak"])
+    ap.add_argument("--skip", action="append", default=[], choices=["ingest", "detectors", "decision", "soak", "tls"])
+    ap.add_argument("--tls-events", type=int, default=100_000, help="events for the TLS vs plaintext run")
     args = ap.parse_args()
     fields: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="tripwire-bench-") as tmpdir:
@@ -392,6 +425,9 @@ def main() -> None:
                               single_events_per_s=f"{r['single_rate']:.0f}",
                               single_ceiling_events_per_s=f"{r['single_ceiling']:.0f}",
                               single_ratio=f"{r['single_rate'] / r['single_ceiling']:.2f}")
+            if "tls" not in args.skip:
+                t = bench_tls(broker, tmp, args.tls_events)
+                fields.update({k: f"{v:.2f}" if k == "tls_ratio" else f"{v:.0f}" for k, v in t.items()})
             if "decision" not in args.skip:
                 d = bench_decision_latency(broker, tmp)
                 fields.update({k: f"{v:.1f}" if "us" in k or "ms" in k else f"{v:.0f}" for k, v in d.items()})

@@ -12,7 +12,8 @@ import click
 
 from streams import __version__
 
-BROKER_HELP = "Kafka bootstrap URL, e.g. kafka://127.0.0.1:19092 (env TRIPWIRE_BROKER)"
+BROKER_HELP = ("Kafka bootstrap URL, e.g. kafka://127.0.0.1:19092 (env TRIPWIRE_BROKER); TLS/SASL from "
+               "TRIPWIRE_KAFKA__* or the config file's kafka: block (docs/deploy.md#tls-and-sasl)")
 
 
 def _settings(**overrides: Any) -> Any:

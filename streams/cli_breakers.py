@@ -285,7 +285,7 @@ def breakers_approve(ctx: click.Context, scope: str, reason: str, ttl: str | Non
 # ------------------------------------------------------------------ incidents
 @click.group()
 @click.option("--broker", default=lambda: os.environ.get("TRIPWIRE_BROKER", DEFAULT_BROKER),
-              show_default=DEFAULT_BROKER, help="Kafka bootstrap URL (env TRIPWIRE_BROKER).")
+              show_default=DEFAULT_BROKER, help="Kafka bootstrap URL (env TRIPWIRE_BROKER); TLS/SASL from TRIPWIRE_KAFKA__*.")
 @click.option("--topic", default=lambda: os.environ.get("TRIPWIRE_TOPICS__BREAKER_EVENTS", "breaker-events"),
               show_default="breaker-events", help="The audit topic (env TRIPWIRE_TOPICS__BREAKER_EVENTS).")
 @click.option("--timeout", default=15.0, show_default=True, help="Seconds to wait for the broker / topic.")

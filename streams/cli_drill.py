@@ -230,7 +230,7 @@ def restart_broker_hooks(stack: EmbeddedStack, outage_s: float = 5.0, ready_slo_
 @click.option("--profile", type=click.Choice(["near-miss-spike", "incident-burst", "drift"]),
               default="near-miss-spike", show_default=True)
 @click.option("--broker", default=lambda: os.environ.get("TRIPWIRE_BROKER", BROKER_DEFAULT),
-              show_default=BROKER_DEFAULT, help="Kafka bootstrap URL of the deployment.")
+              show_default=BROKER_DEFAULT, help="Kafka bootstrap URL of the deployment; TLS/SASL from TRIPWIRE_KAFKA__*.")
 @click.option("--api", default=lambda: os.environ.get("TRIPWIRE_API", API_DEFAULT), show_default=API_DEFAULT,
               help="A worker's HTTP base URL (authz, operator API).")
 @click.option("--alertmanager", default=lambda: os.environ.get("TRIPWIRE_ALERTMANAGER_URL") or None,

@@ -23,114 +23,36 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-import trustme
 
 from e2e_helpers import Tokens, calls, incidents
+from kafka_tls import STREAM_MODULE, TlsKafka, tls_kafka
 from streams.broker import EmbeddedBroker
 from streams.kafka_probe import KafkaProbeError, probe
 from streams.kafka_security import KafkaSecurity
-from streams.procutil import free_port, port_open, spawn_guarded, stop_process
+from streams.procutil import free_port, stop_process
 from support import REPO, Topics, on_ci, require_binary, start_worker, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
-STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 RUN = uuid.uuid4().hex[:6]
 
 
-@dataclass
-class TlsCluster:
-    tls_bootstrap: str
-    plain_bootstrap: str
-    pki: dict[str, Path]
-    root: Path
-
-    @property
-    def url(self) -> str:
-        return f"kafka://{self.tls_bootstrap}"
-
-    def env(self, client_cert: bool = True) -> dict[str, str]:
-        env = {"TRIPWIRE_KAFKA__SECURITY_PROTOCOL": "SSL", "TRIPWIRE_KAFKA__SSL_CAFILE": str(self.pki["ca"])}
-        if client_cert:
-            env.update(TRIPWIRE_KAFKA__SSL_CERTFILE=str(self.pki["cert"]),
-                       TRIPWIRE_KAFKA__SSL_KEYFILE=str(self.pki["key"]))
-        return env
-
-    def security(self, **overrides: Any) -> KafkaSecurity:
-        kw: dict[str, Any] = {"security_protocol": "SSL", "ssl_cafile": self.pki["ca"],
-                              "ssl_certfile": self.pki["cert"], "ssl_keyfile": self.pki["key"]}
-        kw.update(overrides)
-        return KafkaSecurity(**{k: v for k, v in kw.items() if v is not None})
-
-
-def _stream_module() -> Path:
-    if STREAM_MODULE.exists():
-        return STREAM_MODULE
-    reason = (f"nginx's stream module ({STREAM_MODULE}) is missing: "
-              "apt-get install libnginx-mod-stream")
-    if on_ci():
-        pytest.fail(f"CI=true and {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
-def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsKafka]:
     nginx = require_binary("nginx")
-    module = _stream_module()
-    root = tmp_path_factory.mktemp("kafka-tls")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    client = ca.issue_cert("tripwire-worker")
-    pki = {"ca": root / "ca.pem", "server": root / "server.pem", "cert": root / "client.crt",
-           "key": root / "client.key", "other_ca": root / "other-ca.pem"}
-    ca.cert_pem.write_to_path(str(pki["ca"]))
-    server.private_key_and_cert_chain_pem.write_to_path(str(pki["server"]))
-    client.cert_chain_pems[0].write_to_path(str(pki["cert"]))
-    client.private_key_pem.write_to_path(str(pki["key"]))
-    trustme.CA().cert_pem.write_to_path(str(pki["other_ca"]))
-
-    tls_port = free_port()
-    broker = EmbeddedBroker(root / "broker", advertised=f"127.0.0.1:{tls_port}")
-    broker.start()
-    (root / "logs").mkdir()
-    (root / "nginx.conf").write_text(f"""
-load_module {module};
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/logs/error.log info;
-events {{ worker_connections 256; }}
-stream {{
-    server {{
-        listen 127.0.0.1:{tls_port} ssl;
-        ssl_certificate     {pki['server']};
-        ssl_certificate_key {pki['server']};
-        ssl_verify_client on;
-        ssl_client_certificate {pki['ca']};
-        proxy_pass 127.0.0.1:{broker.port};
-    }}
-}}
-""")
-    with open(root / "logs" / "stdout.log", "ab") as fh:
-        proc = spawn_guarded([nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-g", "daemon off;"],
-                             stdout=fh, stderr=fh)
-    try:
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"nginx exited: {(root / 'logs' / 'error.log').read_text(errors='replace')}")
-            return port_open("127.0.0.1", tls_port)
-
-        wait_for(listening, 15, "nginx TLS listener")
-        yield TlsCluster(f"127.0.0.1:{tls_port}", broker.bootstrap, pki, root)
-    finally:
-        stop_process(proc)
-        broker.stop()
+    if not STREAM_MODULE.exists():
+        reason = f"nginx's stream module ({STREAM_MODULE}) is missing: apt-get install libnginx-mod-stream"
+        if on_ci():
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    with tls_kafka(tmp_path_factory.mktemp("kafka-tls"), nginx) as cluster:
+        yield cluster
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -146,7 +68,7 @@ def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
 
 
 # ------------------------------------------------------------------ TLS
-def test_worker_replay_and_incidents_over_mutual_tls(tls_cluster: TlsCluster, tmp_path: Path) -> None:
+def test_worker_replay_and_incidents_over_mutual_tls(tls_cluster: TlsKafka, tmp_path: Path) -> None:
     topics = Topics(f"tls-{RUN}")
     tokens = Tokens()
     agent = f"tls-bad-{RUN}"
@@ -189,7 +111,7 @@ def test_worker_replay_and_incidents_over_mutual_tls(tls_cluster: TlsCluster, tm
         stop_process(w.proc)  # type: ignore[arg-type]
 
 
-def test_a_client_without_its_certificate_is_refused_with_the_reason(tls_cluster: TlsCluster, tmp_path: Path) -> None:
+def test_a_client_without_its_certificate_is_refused_with_the_reason(tls_cluster: TlsKafka, tmp_path: Path) -> None:
     f = write_jsonl(tmp_path / "one.jsonl", calls(f"tls-nocert-{RUN}", 1))
     r = cli("replay", str(f), "--broker", tls_cluster.url, env=tls_cluster.env(client_cert=False))
     assert r.returncode == 1
@@ -207,7 +129,7 @@ def test_a_client_without_its_certificate_is_refused_with_the_reason(tls_cluster
     ("no client certificate", "it may require a client certificate"),
     ("TLS to a plaintext listener", "is this a plaintext listener? (security_protocol is SSL)"),
 ])
-def test_probe_names_what_is_wrong(tls_cluster: TlsCluster, case: str, expected: str | None) -> None:
+def test_probe_names_what_is_wrong(tls_cluster: TlsKafka, case: str, expected: str | None) -> None:
     sec, bootstrap = tls_cluster.security(), tls_cluster.tls_bootstrap
     if case == "plaintext to TLS":
         sec = KafkaSecurity()
