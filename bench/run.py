@@ -164,7 +164,7 @@ def start_worker(broker: EmbeddedBroker, tmp: Path, topic: str, app_id: str, url
     env.update(extra_env or {})
     env.update({"TRIPWIRE_TOPICS__TRACES": topic, "TRIPWIRE_TOPICS__DLQ": f"{topic}-dlq",
                 "TRIPWIRE_TOPICS__BREAKER_STATE": f"{topic}-state", "TRIPWIRE_TOPICS__BREAKER_EVENTS": f"{topic}-events",
-                "TRIPWIRE_TOPICS__OTLP": f"{topic}-otlp", "TRIPWIRE_APP_ID": app_id, "TRIPWIRE_LOG_LEVEL": "warning"})
+                "TRIPWIRE_TOPICS__OTLP": f"{topic}-otlp", "TRIPWIRE_TOPICS__SCOPE_PARTIALS": f"{topic}-partials", "TRIPWIRE_APP_ID": app_id, "TRIPWIRE_LOG_LEVEL": "warning"})
     log = open(tmp / f"{app_id}.log", "ab")  # noqa: SIM115
     proc = spawn_guarded([sys.executable, "-m", "streams.cli", "worker", "--broker", url or broker.url, "--web-port", str(port),
                           "--data-dir", str(tmp / app_id), "--partitions", "4"], stdout=log, stderr=log, env=env,

@@ -42,6 +42,8 @@ from streams.api import Api
 from streams.faust_compat import consumer_lag, rewind_to_start, shorten_fetch_wait, store_put
 from streams.metrics import CachedSource, Metrics, gauge
 from streams.monitor import Change, Monitor, decode_checkpoint
+from streams.partials import HEARTBEAT_S as PARTIALS_HEARTBEAT_S
+from streams.partials import encode_partials
 from streams.pipeline import DEDUPE_KEY_PREFIX, TracePipeline
 from streams.settings import Settings
 from streams.state_reader import StateReader
@@ -57,6 +59,8 @@ SESSION_TIMEOUT_S = 10.0
 HEARTBEAT_INTERVAL_S = 1.0
 #: longest stretch the ingest agent runs without giving other tasks (timers, HTTP) a turn
 YIELD_EVERY_S = 0.02
+#: how often each worker publishes its partitions' cross-agent scope counts (streams.partials)
+PARTIALS_INTERVAL_S = 2.0
 #: changelog key of the one-record batch closing each checkpoint (see ``write_checkpoint``)
 CHECKPOINT_MARK = b"\x00checkpoint"
 
@@ -150,6 +154,12 @@ def create_app(settings: Settings) -> faust.App:
     metrics = Metrics()
     reader = StateReader(settings.bootstrap, settings.topics.breaker_state, monitor.apply_remote,
                          security=settings.kafka)
+    # cross-agent scopes: every worker publishes its partitions' counts, the holder of partition 0 decides
+    monitor.remote.app_id = settings.app_id
+    monitor.assigned = set()
+    monitor.partials_ready = False
+    partials_reader = StateReader(settings.bootstrap, settings.topics.scope_partials, monitor.apply_partials,
+                                  security=settings.kafka)
     readiness = Readiness(app, reader)
     counters = {"alert_ok": 0, "alert_error": 0, "reload_ok": 0, "reload_error": 0}
 
@@ -158,6 +168,9 @@ def create_app(settings: Settings) -> faust.App:
     metrics.add_source(lambda: breaker_families(monitor, counters))
     metrics.add_source(lambda: [gauge("tripwire_worker_ready", "1 when the worker is ready (see /readyz).", [],
                                       [([], 1.0 if readiness.check()[0] else 0.0)])])
+    metrics.add_source(lambda: [gauge("tripwire_cross_scope_decider",
+                                      "1 on the worker that decides cross-agent scopes (holder of trace partition 0).",
+                                      [], [([], 1.0 if monitor.decides_cross() else 0.0)])])
     metrics.add_source(lambda: [gauge("tripwire_consumer_lag_messages",
                                       "Messages behind the end of this worker's assigned trace partitions.",
                                       ["topic", "partition"], consumer_lag(app, settings.topics.traces))])
@@ -168,6 +181,7 @@ def create_app(settings: Settings) -> faust.App:
     dlq = app.topic(settings.topics.dlq, partitions=settings.partitions, **raw)
     state_topic = app.topic(settings.topics.breaker_state, partitions=settings.partitions, **raw)
     events_topic = app.topic(settings.topics.breaker_events, partitions=settings.partitions, **raw)
+    partials_topic = app.topic(settings.topics.scope_partials, partitions=settings.partitions, **raw)
     # bytes keys/values: faust then uses the raw codec for writes *and* for recovery
     scope_state = app.Table("scope-state", partitions=settings.partitions, key_type=bytes, value_type=bytes)
 
@@ -355,6 +369,8 @@ def create_app(settings: Settings) -> faust.App:
     async def _assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
         readiness.assigned_once = True
         mine = {tp.partition for tp in assigned if tp.topic == traces_topic}
+        monitor.assigned = set(mine)
+        published.clear()  # publish every held partition's counts afresh
         for partition in list(pipeline._recent):
             if partition not in mine:
                 pipeline.forget_partition(partition)
@@ -363,6 +379,30 @@ def create_app(settings: Settings) -> faust.App:
     @app.task
     async def read_breaker_state() -> None:
         await reader.run()
+
+    @app.task
+    async def read_scope_partials() -> None:
+        await partials_reader.run()
+
+    published: dict[int, tuple[float, Any]] = {}
+
+    @app.timer(PARTIALS_INTERVAL_S)
+    async def publish_partials() -> None:
+        """This worker's cross-agent counts per held partition, when they changed (or as a heartbeat)."""
+        if not monitor.partials_ready and partials_reader.caught_up:
+            monitor.partials_ready = True
+            monitor.urgent_scopes.update(monitor.cross_scopes)
+        if not monitor.cross_scopes:
+            return  # the policy budgets no cross-agent scope (the shipped default): nothing to share
+        now = time.time()
+        for partition in sorted(monitor.assigned or ()):
+            parts = monitor.partition_partials(partition)
+            last = published.get(partition)
+            if last is not None and last[1] == parts and now - last[0] < PARTIALS_HEARTBEAT_S:
+                continue
+            await partials_topic.send(key=f"{settings.app_id}:{partition}".encode(),
+                                      value=encode_partials(settings.app_id, partition, parts, now))
+            published[partition] = (now, parts)
 
     @app.timer(2.0)
     async def watch_policy() -> None:

@@ -9,10 +9,11 @@ authz for any scope. The transport (``streams.app``) publishes what
 returns; this split keeps the whole decision path testable without Kafka.
 
 Cross-agent scopes (``tool:X``, ``tenant:T/global``, ``global``) are summed at read
-time over this worker's agents (a partial view when several workers share the
-topic); the shipped policy budgets agent and agent×tool scopes, which are exact.
-Drill events (``drill_id`` set) count for their own drill agent's scopes only, never
-for cross-agent scopes, so a drill cannot spend a production budget.
+time over this worker's agents, plus, when several workers share the topic, the
+window counts the other workers publish per trace partition (:mod:`streams.partials`).
+Exactly one worker decides them: the holder of trace partition 0. Drill events
+(``drill_id`` set) count for their own drill agent's scopes only, never for
+cross-agent scopes, so a drill cannot spend a production budget.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from detectors.base import StateError
 from detectors.config import CountsConfig
 from streams.clock import EventClock
 from streams.metrics import OTHER, LabelCap
+from streams.partials import RemotePartials
 from streams.schema import TraceEvent
 
 log = logging.getLogger("tripwire.monitor")
@@ -218,11 +220,23 @@ class Monitor:
         self.decision_lags: list[float] = []
         self._scope_cache: dict[tuple[str, str | None, str | None], tuple[str, ...]] = {}
         self._pending_changes: list[Change] = []
+        #: cross-agent scopes some budget covers, per (tool, tenant) of an event
+        self._cross_cache: dict[tuple[str | None, str | None], tuple[str, ...]] = {}
+        self.cross_scopes: set[str] = set()
+        #: trace partitions this worker holds; None = not tracked (a lone worker holding them all)
+        self.assigned: set[int] | None = None
+        #: the other workers' cross-agent window counts, per trace partition
+        self.remote = RemotePartials()
+        #: False until the other workers' partials were read once (the decider waits for them)
+        self.partials_ready = True
 
     def set_policy(self, policy: Policy) -> None:
         """Swap the policy in force (reload); every known scope is re-evaluated on the next tick."""
         self.policy = policy
         self._cost_urgent = any(b.signal == "cost" for b in policy.budgets)
+        self._cross_cache.clear()
+        self.cross_scopes = {s for s in self.cross_scopes if policy.budgets_for(s)}
+        self.urgent_scopes.update(self.cross_scopes)
         self.urgent_scopes.update(self.states)
         for st in self.agents.values():
             self.urgent_scopes.add(st.scope)
@@ -266,6 +280,12 @@ class Monitor:
                 st.tenant = ev.tenant
             if ev.drill_id is not None:  # drill agents never count for cross-agent scopes
                 st.drill = True
+            elif not st.drill:
+                cross = self._cross_cache.get((tool, ev.tenant))
+                if cross is None:
+                    cross = self._cross_for(tool, ev.tenant)
+                if cross:
+                    dirty.update(cross)
             for report in st.drift.update(ev):
                 st.last_drift_ts = max(st.last_drift_ts, report.ts)
                 self.urgent_scopes.add(st.scope)
@@ -306,6 +326,19 @@ class Monitor:
             self._scope_cache[key] = hit
         return hit
 
+    def _cross_for(self, tool: str | None, tenant: str | None) -> tuple[str, ...]:
+        """The cross-agent scopes an event of (tool, tenant) counts for that some budget covers."""
+        try:
+            scopes = scopes_for("x", tool, tenant or None)
+        except ScopeError:
+            scopes = ()
+        hit = tuple(s for s in scopes if self.agent_of(s) is None and self.policy.budgets_for(s))
+        if len(self._cross_cache) > 100_000:
+            self._cross_cache.clear()
+        self._cross_cache[(tool, tenant)] = hit
+        self.cross_scopes.update(hit)
+        return hit
+
     # ------------------------------------------------------------------ reads
     def agent_of(self, scope: str) -> str | None:
         try:
@@ -313,13 +346,13 @@ class Monitor:
         except ScopeError:
             return None
 
-    def counts_for(self, scope: str) -> list[RollingCounts]:
-        """The counts behind a scope string.
+    def counts_for(self, scope: str, partition: int | None = None) -> list[RollingCounts]:
+        """The counts behind a scope string (this worker's agents; one partition's if given).
 
         Agent and agent×tool scopes (tenant-prefixed or not) read one agent's counts.
         Cross-agent scopes (``tool:X``, ``tenant:T/global``, ``global``) are summed over
-        this worker's agents at read time: nothing extra on the per-event path, and
-        exact for one worker (a partial view when several workers share the topic).
+        this worker's agents at read time: nothing extra on the per-event path. The
+        other workers' share comes from :attr:`remote` (see :meth:`window_counts`).
         """
         try:
             s = parse_scope(scope)
@@ -337,6 +370,8 @@ class Monitor:
         for st in self.agents.values():
             if st.drill or (s.tenant is not None and st.tenant != s.tenant):
                 continue
+            if partition is not None and st.partition != partition:
+                continue
             if s.tool is not None:
                 rc = st.tools.get(s.tool)
                 if rc is not None:
@@ -345,18 +380,75 @@ class Monitor:
                 out.append(st.counts)
         return out
 
-    def window_counts(self, scope: str, window_s: int, now: float) -> dict[str, float]:
-        """Summed window counts of a scope (zeros when nothing is known)."""
-        parts = self.counts_for(scope)
-        if not parts:
+    def window_counts(self, scope: str, window_s: int, now: float, partition: int | None = None,
+                      local_only: bool = False) -> dict[str, float]:
+        """Summed window counts of a scope (zeros when nothing is known).
+
+        For a cross-agent scope the other workers' published counts of the partitions
+        this worker does not hold are added (unless ``local_only`` or ``partition``).
+        """
+        parts = self.counts_for(scope, partition)
+        remote = None
+        if not local_only and partition is None and self.assigned is not None and self.agent_of(scope) is None:
+            remote = self.remote.window_counts(scope, window_s, exclude=self.assigned)
+        if not parts and remote is None:
             return dict(_ZERO)
-        if len(parts) == 1:
+        if len(parts) == 1 and remote is None:
             return parts[0].window_counts(window_s, now)
         total = dict(_ZERO)
         for rc in parts:
             for k, v in rc.window_counts(window_s, now).items():
                 total[k] += v
+        if remote is not None:
+            for k, v in remote.items():
+                if k in total:
+                    total[k] += v
         return total
+
+    def partition_partials(self, partition: int) -> dict[str, dict[int, dict[str, float]]]:
+        """This worker's window counts of every budgeted cross-agent scope on one trace partition.
+
+        What the other workers add to their own (published by the transport); only scopes
+        with counts are included.
+        """
+        now = self.clock.now()
+        by_tool: dict[str | None, list[tuple[str, str | None, tuple[int, ...]]]] = {}
+        for scope in self.cross_scopes:
+            s = parse_scope(scope)
+            windows = tuple(sorted({w for b in self.policy.budgets_for(scope) for r in b.windows
+                                    for w in (r.long, r.short) if w}))
+            by_tool.setdefault(s.tool, []).append((scope, s.tenant, windows))
+        out: dict[str, dict[int, dict[str, float]]] = {}
+        for st in self.agents.values():  # one pass over the partition's agents
+            if st.partition != partition or st.drill:
+                continue
+            sources = [(rc, by_tool.get(tool, ())) for tool, rc in st.tools.items()]
+            sources.append((st.counts, by_tool.get(None, [])))
+            for rc, targets in sources:
+                for scope, tenant, windows in targets:
+                    if tenant is not None and st.tenant != tenant:
+                        continue
+                    per_window = out.setdefault(scope, {})
+                    for w in windows:
+                        acc = per_window.get(w)
+                        counts = rc.window_counts(w, now)
+                        if acc is None:
+                            per_window[w] = dict(counts)
+                        else:
+                            for k, v in counts.items():
+                                acc[k] += v
+        return out
+
+    def apply_partials(self, value: bytes | None, key: bytes | None = None) -> None:
+        """A record of the scope-partials topic; scopes it changed are evaluated by the decider."""
+        changed = self.remote.apply(value, key)
+        if changed and self.decides_cross():
+            self.cross_scopes.update(s for s in changed if self.policy.budgets_for(s))
+            self.urgent_scopes.update(s for s in changed if s in self.cross_scopes)
+
+    def decides_cross(self) -> bool:
+        """Does this worker decide cross-agent scopes? (the holder of trace partition 0)"""
+        return self.assigned is None or (0 in self.assigned and self.partials_ready)
 
     # ------------------------------------------------------------------ decisions
     def evaluate(self, wall: float | None = None) -> list[Change]:
@@ -391,6 +483,8 @@ class Monitor:
                 continue
             if not policy.budgets_for(scope) and scope not in self.states:
                 continue
+            if not self._owns(scope):
+                continue  # a cross-agent scope another worker decides
             evaluated_at[scope] = wall
             verdicts = evaluate(policy, scope, reader)
             self.last_verdicts[scope] = [VerdictSummary(v.budget, v.burn_rates, v.budget_remaining, v.fired)
@@ -451,7 +545,7 @@ class Monitor:
 
     def _owns(self, scope: str) -> bool:
         agent = self.agent_of(scope)
-        return agent is None or agent in self.agents
+        return self.decides_cross() if agent is None else agent in self.agents
 
     def apply_remote(self, value: bytes | None, key: bytes | None = None) -> None:
         """Apply a record of the compacted ``breaker-state`` topic (newest ``updated_at`` wins)."""

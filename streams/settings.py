@@ -28,6 +28,8 @@ class Topics(BaseModel):
     breaker_state: str = "breaker-state"
     breaker_events: str = "breaker-events"
     otlp: str = "otlp_spans"
+    #: internal: cross-agent scope counts per trace partition, shared between workers (compacted)
+    scope_partials: str = "scope-partials"
 
 
 class Settings(BaseSettings):

@@ -60,7 +60,7 @@ class StateReader:
                 raise
             except (KafkaError, OSError) as exc:
                 self.error = f"{type(exc).__name__}: {exc}"
-                log.warning("breaker-state reader: %s; retrying in %.1fs", self.error, delay)
+                log.warning("%s reader: %s; retrying in %.1fs", self.topic, self.error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -71,10 +71,15 @@ class StateReader:
         await consumer.start()
         try:
             partitions: set[int] | None = None
+            waiting_since = time.monotonic()
+            warned = False
             while not partitions:
                 await consumer.topics()
                 partitions = consumer.partitions_for_topic(self.topic)
                 if not partitions:
+                    if not warned and time.monotonic() - waiting_since > 30:
+                        warned = True
+                        log.warning("topic %s does not exist (yet); create it (docs/deploy.md, Topics)", self.topic)
                     await asyncio.sleep(0.5)
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)

@@ -23,6 +23,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         NewTopic(t.breaker_state, n, 1, topic_configs={"cleanup.policy": "compact"}),
         NewTopic(t.breaker_events, n, 1),
         NewTopic(t.otlp, n, 1),
+        NewTopic(t.scope_partials, n, 1, topic_configs={"cleanup.policy": "compact"}),
     ]
 
 

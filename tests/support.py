@@ -51,6 +51,7 @@ class Topics:
     breaker_state: str = ""
     breaker_events: str = ""
     otlp: str = ""
+    scope_partials: str = ""
 
     def __post_init__(self) -> None:
         self.traces = f"{self.prefix}-agent-traces"
@@ -58,6 +59,7 @@ class Topics:
         self.breaker_state = f"{self.prefix}-breaker-state"
         self.breaker_events = f"{self.prefix}-breaker-events"
         self.otlp = f"{self.prefix}-otlp"
+        self.scope_partials = f"{self.prefix}-scope-partials"
 
     def env(self) -> dict[str, str]:
         return {
@@ -66,6 +68,7 @@ class Topics:
             "TRIPWIRE_TOPICS__BREAKER_STATE": self.breaker_state,
             "TRIPWIRE_TOPICS__BREAKER_EVENTS": self.breaker_events,
             "TRIPWIRE_TOPICS__OTLP": self.otlp,
+            "TRIPWIRE_TOPICS__SCOPE_PARTIALS": self.scope_partials,
         }
 
 

@@ -15,6 +15,7 @@ EXPECTED = {
     "tripwire_messages_total": ("counter", set()),
     "tripwire_consumer_lag_messages": ("gauge", {"topic", "partition"}),
     "tripwire_worker_ready": ("gauge", set()),
+    "tripwire_cross_scope_decider": ("gauge", set()),
     "tripwire_build_info": ("gauge", {"version"}),
     "tripwire_near_miss_rate": ("gauge", {"agent", "tool", "window"}),
     "tripwire_near_miss_rate_upper": ("gauge", {"agent", "tool", "window"}),

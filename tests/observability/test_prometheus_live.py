@@ -85,6 +85,7 @@ class FakeExporter:
         for p in ("0", "1"):
             add("tripwire_consumer_lag_messages", 10 + n, topic="agent-traces", partition=p)
         add("tripwire_worker_ready", 1)
+        add("tripwire_cross_scope_decider", 1)
         add("tripwire_build_info", 1, version="0.1.0")
         add("tripwire_policy_info", 1, version="policy-7")
         for agent in AGENTS + ["*"]:

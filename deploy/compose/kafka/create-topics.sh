@@ -23,6 +23,8 @@ create otlp_spans
 create breaker-state --config cleanup.policy=compact
 # the audit log: keep it longer than the 7-day broker default
 create breaker-events --config retention.ms=7776000000
+# internal: cross-agent scope counts per trace partition, shared between the workers
+create scope-partials --config cleanup.policy=compact
 
 "$KT" --bootstrap-server "$BOOTSTRAP" --describe \
-      --topic 'agent-traces|agent-traces-dlq|otlp_spans|breaker-state|breaker-events'
+      --topic 'agent-traces|agent-traces-dlq|otlp_spans|breaker-state|breaker-events|scope-partials'
