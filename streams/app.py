@@ -61,6 +61,8 @@ HEARTBEAT_INTERVAL_S = 1.0
 YIELD_EVERY_S = 0.02
 #: how often each worker publishes its partitions' cross-agent scope counts (streams.partials)
 PARTIALS_INTERVAL_S = 2.0
+#: a rebalance this soon after the broker came back empty triggers one more rewind (see decide())
+POST_RESET_REWIND_S = 300.0
 #: changelog key of the one-record batch closing each checkpoint (see ``write_checkpoint``)
 CHECKPOINT_MARK = b"\x00checkpoint"
 
@@ -232,12 +234,22 @@ def create_app(settings: Settings) -> faust.App:
                 next_yield = clock() + YIELD_EVERY_S
 
     resets_handled = [0, 0]
+    #: monotonic time of the last "broker came back empty"; a rebalance soon after it may seek the
+    #: consumer to offsets committed before the reset (a commit in flight during the outage lands on
+    #: the new, empty log): the trace partitions are then rewound once more, when the worker is ready
+    last_reset_at = [-1e9]
+    rewind_pending = [False]
 
     @app.timer(settings.evaluate_interval_s)
     async def decide() -> None:
         started = time.time()
         if (reader.resets, reader.reconnects) != tuple(resets_handled):
             await _after_outage()
+        if rewind_pending[0] and readiness.check()[0]:
+            rewind_pending[0] = False
+            rewound = await rewind_to_start(app, traces_topic)
+            log.warning("re-reading %d partitions of %s from offset 0 again after the post-outage rebalance "
+                        "(duplicates are dropped by the restored dedupe memory)", rewound, traces_topic)
         for change in monitor.evaluate(started):
             await publish(change)
         while monitor.drift_reports:
@@ -266,6 +278,7 @@ def create_app(settings: Settings) -> faust.App:
         if created or was_reset:
             log.warning("the broker came back without its data (recreated: %s)", ", ".join(created) or "none")
             rewound = await rewind_to_start(app, traces_topic)
+            last_reset_at[0] = time.monotonic()
             log.warning("re-reading %d partitions of %s from offset 0", rewound, traces_topic)
             await _rewrite_lost_state()
 
@@ -371,6 +384,8 @@ def create_app(settings: Settings) -> faust.App:
         mine = {tp.partition for tp in assigned if tp.topic == traces_topic}
         monitor.assigned = set(mine)
         published.clear()  # publish every held partition's counts afresh
+        if time.monotonic() - last_reset_at[0] < POST_RESET_REWIND_S:
+            rewind_pending[0] = True
         for partition in list(pipeline._recent):
             if partition not in mine:
                 pipeline.forget_partition(partition)

@@ -602,6 +602,10 @@ class Monitor:
             self.agents[st.agent_id] = st
         if st.newest_ts:
             self.clock.observe(st.newest_ts)
+        if not st.drill:  # its counts feed cross-agent scopes even before its next event
+            for tool in (None, *st.tools):
+                if (tool, st.tenant) not in self._cross_cache:
+                    self._cross_for(tool, st.tenant)
 
     def drop_partitions(self, keep: set[int]) -> int:
         """Forget agents whose partition moved to another worker."""

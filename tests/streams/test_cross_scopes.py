@@ -157,6 +157,16 @@ def test_published_partials_equal_the_partition_reads(cross_policy: Path) -> Non
     assert m.partition_partials(1)["global"][3600]["tool_calls"] == 40  # the drill agent is left out
 
 
+def test_a_restored_agent_publishes_its_cross_agent_counts_before_its_next_event(cross_policy: Path) -> None:
+    wall = Wall(time.time())
+    before = worker(cross_policy, wall, {0})
+    before.ingest(0, events("a0", wall.t, 30, 1))
+    (part, key, value), = before.checkpoint()
+    after = worker(cross_policy, wall, {0})  # a restart: state comes back from the changelog only
+    after.restore(key, value)
+    assert after.partition_partials(0)["tool:shell"][3600]["tool_calls"] == 30
+
+
 def test_records_of_another_deployment_and_garbage_are_ignored(cross_policy: Path) -> None:
     wall = Wall(time.time())
     w1 = worker(cross_policy, wall, {0})
