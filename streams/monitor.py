@@ -380,16 +380,15 @@ class Monitor:
                 out.append(st.counts)
         return out
 
-    def window_counts(self, scope: str, window_s: int, now: float, partition: int | None = None,
-                      local_only: bool = False) -> dict[str, float]:
+    def window_counts(self, scope: str, window_s: int, now: float, partition: int | None = None) -> dict[str, float]:
         """Summed window counts of a scope (zeros when nothing is known).
 
         For a cross-agent scope the other workers' published counts of the partitions
-        this worker does not hold are added (unless ``local_only`` or ``partition``).
+        this worker does not hold are added (not when reading one ``partition``).
         """
         parts = self.counts_for(scope, partition)
         remote = None
-        if not local_only and partition is None and self.assigned is not None and self.agent_of(scope) is None:
+        if partition is None and self.assigned is not None and self.agent_of(scope) is None:
             remote = self.remote.window_counts(scope, window_s, exclude=self.assigned)
         if not parts and remote is None:
             return dict(_ZERO)
