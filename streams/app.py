@@ -39,7 +39,8 @@ from streams import drill_api, ingest_api, otlp_agent, routes  # register(ctx) a
 from streams.acks import AckGate
 from streams.alerting import AlertDispatcher
 from streams.api import Api
-from streams.faust_compat import consumer_lag, rewind_to_start, shorten_fetch_wait, store_put
+from streams.faust_compat import (consumer_lag, forget_changelog_positions, rewind_to_start, shorten_fetch_wait,
+                                  store_put)
 from streams.metrics import CachedSource, Metrics, gauge
 from streams.monitor import Change, Monitor, decode_checkpoint
 from streams.partials import HEARTBEAT_S as PARTIALS_HEARTBEAT_S
@@ -278,6 +279,7 @@ def create_app(settings: Settings) -> faust.App:
         if created or was_reset:
             log.warning("the broker came back without its data (recreated: %s)", ", ".join(created) or "none")
             rewound = await rewind_to_start(app, traces_topic)
+            forget_changelog_positions(app)
             last_reset_at[0] = time.monotonic()
             log.warning("re-reading %d partitions of %s from offset 0", rewound, traces_topic)
             await _rewrite_lost_state()

@@ -97,3 +97,23 @@ async def rewind_to_start(app: Any, topic: str) -> int:
         consumer._committed_offset[tp] = None
         await consumer.seek(tp, 0)
     return len(tps)
+
+
+def forget_changelog_positions(app: Any) -> int:
+    """The broker lost its log: forget how far table recovery had read each changelog partition.
+
+    faust keeps those positions across rebalances and starts the next recovery at
+    ``max(kept position, earliest offset - 1)``. On a log that restarted at offset 0 the
+    kept position points into nothing: recovery would skip the records written since, or
+    wait forever for an offset below a highwater it never reaches. ``None`` makes it start
+    from the earliest offset of the new log.
+    """
+    recovery = getattr(app.tables, "recovery", None)
+    if recovery is None:
+        return 0
+    n = 0
+    for offsets in (recovery.active_offsets, recovery.standby_offsets):
+        for tp in list(offsets):
+            offsets[tp] = None
+            n += 1
+    return n
