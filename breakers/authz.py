@@ -14,6 +14,10 @@ closed. Rules, first deny wins (most specific scope first):
   unexpired; other tools are allowed;
 * shadow / closed → allow (shadow never enforces);
 * ``known=False`` (state not recovered / unavailable) → the policy's ``fail_mode``;
+* no tool named (``tool=None``) → judged on the agent scopes, and denied when any tool
+  scope that can guard the agent's calls is enforcing (``agent:A/tool:*`` under any tenant
+  prefix, cross-agent ``tool:*``): without a tool the gateway could be forwarding a call to
+  exactly that tool, so the interlock fails closed and the reason asks for ``X-Tool``;
 * invalid agent/tool/tenant ids → deny (400-class input, reported as 403 to gateways).
 """
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import Mapping
 
 from .policy import Policy
 from .scope import ScopeError, scopes_for
-from .state_machine import BreakerState
+from .state_machine import ENFORCING, BreakerState
+from .state_table import tool_scopes_of
 
 _ALLOW_RANK = {"closed": 0, "shadow": 1, "escalated": 2, "half_open": 3}
 
@@ -93,4 +98,10 @@ def decide(states: Mapping[str, BreakerState], agent: str, tool: str | None, ten
                 best = Decision(True, 200, "escalated: tool not consequential", s, scope)
             continue
         return Decision(False, 403, f"unrecognised state {s!r}", "invalid", scope)  # defensive
+    if tool is None:
+        for scope in tool_scopes_of(states, agent, tenant or None):
+            st = states.get(scope)
+            if st is not None and st.state in ENFORCING:
+                return Decision(False, 403, f"no tool named and tool scope {scope} is {st.state}: "
+                                "send X-Tool to be judged per tool", st.state, scope)
     return best or _CLOSED_OK

@@ -75,6 +75,19 @@ def validate_id(kind: str, value: object) -> str:
     return value
 
 
+def is_valid_id(kind: str, value: object) -> bool:
+    """True when :func:`validate_id` accepts ``value``.
+
+    >>> is_valid_id("tool", "a/tool:b"), is_valid_id("tenant", "a/b"), is_valid_id("agent", "a/b")
+    (False, False, True)
+    """
+    try:
+        validate_id(kind, value)
+    except ScopeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """A parsed scope. ``agent``/``tool`` None means "any"; all None means global."""

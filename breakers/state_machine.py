@@ -37,6 +37,8 @@ from .scope import is_drill_scope
 CLOSED, OPEN, HALF_OPEN, ESCALATED, FORCED_OPEN, SHADOW = (
     "closed", "open", "half_open", "escalated", "forced_open", "shadow")
 STATES = (CLOSED, OPEN, HALF_OPEN, ESCALATED, FORCED_OPEN, SHADOW)
+#: states in which a breaker restricts calls (shadow never enforces; closed allows)
+ENFORCING = frozenset({OPEN, FORCED_OPEN, HALF_OPEN, ESCALATED})
 TRIPWIRE = "tripwire"
 _RANK = {"shadow": 1, "escalate": 2, "open": 3}
 _FALLBACK = Budget(name="fallback", signal="drift", scopes=["*"])  # defaults if a budget vanished

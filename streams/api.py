@@ -22,6 +22,7 @@ from breakers.introspect import KeyRing, introspect
 from breakers.operators import Operator, OperatorRegistry, approval_ttl, can, validate_reason
 from breakers.scope import ScopeError, canonical
 from breakers.state_machine import (
+    ENFORCING,
     BreakerActionError,
     BreakerState,
     approve,
@@ -54,7 +55,7 @@ def _err(status: int, message: str, **extra: Any) -> Reply:
 
 def state_view(st: BreakerState, now: float) -> dict[str, Any]:
     d = st.to_dict()
-    d["enforcing"] = st.state in ("open", "forced_open", "half_open", "escalated")
+    d["enforcing"] = st.state in ENFORCING
     d["age_s"] = round(max(0.0, now - st.since), 3) if st.since else None
     return d
 

@@ -36,7 +36,8 @@ from breakers.policy import Policy
 from detectors.config import CountsConfig
 from streams.clock import EventClock
 from streams.decode import decode_message
-from streams.monitor import ENFORCING, Monitor
+from breakers.state_machine import ENFORCING
+from streams.monitor import Monitor
 from streams.schema import TraceEvent
 
 MAX_LINE_BYTES = 256 * 1024

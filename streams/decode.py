@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import orjson
 from pydantic import ValidationError
 
-from streams.schema import TraceEvent
+from streams.schema import INVALID_ID, TraceEvent
 
 #: every reason a message or event can be rejected for (the metric's label values)
 REJECT_REASONS: tuple[str, ...] = (
@@ -29,12 +29,14 @@ REJECT_REASONS: tuple[str, ...] = (
     "invalid_json",
     "not_object",
     "schema",
+    "invalid_id",
     "unsupported_schema_version",
     "unknown_kind",
     "future_timestamp",
     "key_mismatch",
     "bad_signature",
     "batch_too_large",
+    "internal_error",
 )
 MAX_BATCH_EVENTS = 10_000
 
@@ -49,7 +51,7 @@ class Reject:
     element: bytes | None = None  # the offending batch element, re-serialised
 
 
-def _classify(exc: ValidationError) -> tuple[str, str]:
+def classify(exc: ValidationError) -> tuple[str, str]:
     """Map a pydantic error to a bounded reason and a short detail."""
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]
@@ -62,6 +64,8 @@ def _classify(exc: ValidationError) -> tuple[str, str]:
         reason = "unknown_kind"
     elif field == "ts" and "future_timestamp" in msg:
         reason = "future_timestamp"
+    elif any(e["type"] == INVALID_ID for e in errors):
+        reason = INVALID_ID
     else:
         reason = "schema"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
@@ -74,7 +78,7 @@ def _validate(obj: object, key: str | None, index: int | None) -> TraceEvent | R
     try:
         event = TraceEvent.model_validate(obj)
     except ValidationError as exc:
-        reason, detail = _classify(exc)
+        reason, detail = classify(exc)
         return Reject(reason, detail, index, _dump(obj) if index is not None else None)
     if key is not None and event.agent_id != key:
         return Reject(

@@ -30,8 +30,9 @@ import orjson
 
 from breakers.evaluate import Verdict, evaluate
 from breakers.policy import Policy
-from breakers.scope import ScopeError, parse_scope, scopes_for
+from breakers.scope import ScopeError, is_valid_id, parse_scope, scopes_for, validate_id
 from breakers.state_machine import BreakerState, Transition, record_probe_result, step
+from breakers.state_table import BreakerStates
 from detectors import AgentDrift, AgentReliability, DriftReport, RollingCounts, rate_estimate, window_label
 from detectors.base import StateError
 from detectors.config import CountsConfig
@@ -44,7 +45,6 @@ log = logging.getLogger("tripwire.monitor")
 
 #: a drift report keeps an agent's drift signal active this long (policy `drift` budgets read it)
 DRIFT_ACTIVE_S = 6 * 3600.0
-ENFORCING = ("open", "forced_open", "half_open", "escalated")
 
 
 def encode_checkpoint(state: dict[str, Any]) -> bytes:
@@ -182,7 +182,7 @@ class Monitor:
         self.agent_cap = LabelCap(max_agents)
         self.tool_cap = LabelCap(max_tools)
         self.other_counts = RollingCounts(self.config)
-        self.states: dict[str, BreakerState] = {}
+        self.states: BreakerStates = BreakerStates()
         #: scopes with new events since their last evaluation; ``urgent`` ones saw a flag,
         #: incident, error or drift (evaluated on the next tick), the others only good
         #: events, which cannot raise a rate: they are evaluated every ``relaxed_eval_s``
@@ -213,6 +213,10 @@ class Monitor:
         self.drift_total: Counter[tuple[str, str]] = Counter()
         self.transitions_total: Counter[tuple[str, str]] = Counter()
         self.late_events = 0
+        #: scope evaluations and event updates that raised (a bug, or input the schema let through):
+        #: counted, logged once per scope, and skipped; never allowed to stop the worker
+        self.evaluation_errors = 0
+        self._errors_logged: set[str] = set()
         #: per scope, the last evaluation's figures for /metrics (a slim copy: the full
         #: verdicts with their evidence are recomputed on demand by :meth:`explain`)
         self.last_verdicts: dict[str, list[VerdictSummary]] = {}
@@ -244,59 +248,78 @@ class Monitor:
 
     # ------------------------------------------------------------------ ingest (hot path)
     def ingest(self, partition: int, events: Iterable[TraceEvent]) -> None:
-        """Update detectors with accepted, de-duplicated events of one partition."""
-        agents = self.agents
-        observe = self.clock.observe
+        """Update detectors with accepted, de-duplicated events of one partition.
+
+        An event whose update raises is counted in :attr:`evaluation_errors` and skipped:
+        the events around it are still counted, and the worker keeps running.
+        """
         for ev in events:
-            ts = ev.ts
-            observe(ts)
-            agent_id = ev.agent_id
-            st = agents.get(agent_id)
-            if st is None:
-                st = agents[agent_id] = AgentState(agent_id, partition, RollingCounts(self.config))
-                st.label = self.agent_cap(agent_id)
-            st.partition = partition
-            if ts > st.newest_ts:
-                st.newest_ts = ts
-            if not st.counts.add_event(ev):
-                self.late_events += 1
-                continue
-            if st.label == OTHER:
-                self.other_counts.add_event(ev)
-            kind = ev.kind
-            urgent = (kind == "monitor_flag" or kind == "incident" or ev.status == "error"
-                      or (self._cost_urgent and ev.cost_usd))
-            dirty = self.urgent_scopes if urgent else self.dirty_scopes
-            dirty.add(st.scope)
-            tool = ev.tool
-            if tool is not None:
-                slot = st.tools.get(tool)
-                if slot is None:
-                    slot = st.tools[tool] = RollingCounts(self.config)
-                    st.tool_scopes[tool] = f"{st.scope}/tool:{tool}"
-                slot.add_event(ev)
-                dirty.add(st.tool_scopes[tool])
-            if ev.tenant is not None:
-                st.tenant = ev.tenant
-            if ev.drill_id is not None:  # drill agents never count for cross-agent scopes
-                st.drill = True
-            elif not st.drill:
-                cross = self._cross_cache.get((tool, ev.tenant))
-                if cross is None:
-                    cross = self._cross_for(tool, ev.tenant)
-                if cross:
-                    dirty.update(cross)
-            for report in st.drift.update(ev):
-                st.last_drift_ts = max(st.last_drift_ts, report.ts)
-                self.urgent_scopes.add(st.scope)
-                self.drift_total[(agent_id, report.signal)] += 1
-                self.drift_reports.append((agent_id, report))
-                log.info("drift: agent=%r signal=%s %s before=%.4g after=%.4g", agent_id, report.signal,
-                         report.detector, report.before, report.after)
-            st.reliability.update(ev)
-            self.dirty_agents[agent_id] = None
-            if self.states:
-                self._probe_results(ev)
+            try:
+                self._ingest_one(partition, ev)
+            except Exception as exc:  # noqa: BLE001 - one event never stops the worker
+                self._failed(f"agent:{ev.agent_id}", "ingesting an event of", exc)
+
+    def _failed(self, scope: str, doing: str, exc: BaseException) -> None:
+        """Count a failure; log it once per scope (id escaped: no log injection from traffic)."""
+        self.evaluation_errors += 1
+        if scope in self._errors_logged:
+            return
+        if len(self._errors_logged) < 10_000:
+            self._errors_logged.add(scope)
+        log.error("%s %s failed (skipped; tripwire_evaluation_errors_total counts every failure): %s: %s",
+                  doing, ascii(scope[:300]), type(exc).__name__, ascii(str(exc)[:300]), exc_info=exc)
+
+    def _ingest_one(self, partition: int, ev: TraceEvent) -> None:
+        agents = self.agents
+        ts = ev.ts
+        self.clock.observe(ts)
+        agent_id = ev.agent_id
+        st = agents.get(agent_id)
+        if st is None:
+            st = agents[agent_id] = AgentState(agent_id, partition, RollingCounts(self.config))
+            st.label = self.agent_cap(agent_id)
+        st.partition = partition
+        if ts > st.newest_ts:
+            st.newest_ts = ts
+        if not st.counts.add_event(ev):
+            self.late_events += 1
+            return
+        if st.label == OTHER:
+            self.other_counts.add_event(ev)
+        kind = ev.kind
+        urgent = (kind == "monitor_flag" or kind == "incident" or ev.status == "error"
+                  or (self._cost_urgent and ev.cost_usd))
+        dirty = self.urgent_scopes if urgent else self.dirty_scopes
+        dirty.add(st.scope)
+        tool = ev.tool
+        if tool is not None:
+            slot = st.tools.get(tool)
+            if slot is None:
+                slot = st.tools[tool] = RollingCounts(self.config)
+                st.tool_scopes[tool] = f"{st.scope}/tool:{tool}"
+            slot.add_event(ev)
+            dirty.add(st.tool_scopes[tool])
+        if ev.tenant is not None:
+            st.tenant = ev.tenant
+        if ev.drill_id is not None:  # drill agents never count for cross-agent scopes
+            st.drill = True
+        elif not st.drill:
+            cross = self._cross_cache.get((tool, ev.tenant))
+            if cross is None:
+                cross = self._cross_for(tool, ev.tenant)
+            if cross:
+                dirty.update(cross)
+        for report in st.drift.update(ev):
+            st.last_drift_ts = max(st.last_drift_ts, report.ts)
+            self.urgent_scopes.add(st.scope)
+            self.drift_total[(agent_id, report.signal)] += 1
+            self.drift_reports.append((agent_id, report))
+            log.info("drift: agent=%r signal=%s %s before=%.4g after=%.4g", agent_id, report.signal,
+                     report.detector, report.before, report.after)
+        st.reliability.update(ev)
+        self.dirty_agents[agent_id] = None
+        if self.states:
+            self._probe_results(ev)
 
     def _probe_results(self, ev: TraceEvent) -> None:
         """Calls made while a scope is half-open report back as probe results."""
@@ -485,21 +508,32 @@ class Monitor:
             if not self._owns(scope):
                 continue  # a cross-agent scope another worker decides
             evaluated_at[scope] = wall
-            verdicts = evaluate(policy, scope, reader)
-            self.last_verdicts[scope] = [VerdictSummary(v.budget, v.burn_rates, v.budget_remaining, v.fired)
-                                         for v in verdicts]
-            old = self.states.get(scope) or BreakerState.initial(scope, now, policy)
-            new, transitions = step(old, verdicts, now, policy)
-            agent = self.agent_of(scope)
-            newest = self.agents[agent].newest_ts if agent in self.agents else 0.0
-            if newest and wall - newest < 3600:
-                self.decision_lags.append(max(0.0, wall - newest))
-            if transitions or (scope in self.states and new != old):
-                self.states[scope] = new
-                for t in transitions:
-                    self.transitions_total[(t.from_state, t.to_state)] += 1
-                changes.append(Change(new, transitions, verdicts))
+            try:
+                change = self._evaluate_scope(scope, reader, now, wall)
+            except Exception as exc:  # noqa: BLE001 - one scope never stops the loop or the worker
+                self._failed(scope, "evaluating", exc)
+                continue
+            if change is not None:
+                changes.append(change)
         return changes
+
+    def _evaluate_scope(self, scope: str, reader: "_Reader", now: float, wall: float) -> Change | None:
+        policy = self.policy
+        verdicts = evaluate(policy, scope, reader)
+        self.last_verdicts[scope] = [VerdictSummary(v.budget, v.burn_rates, v.budget_remaining, v.fired)
+                                     for v in verdicts]
+        old = self.states.get(scope) or BreakerState.initial(scope, now, policy)
+        new, transitions = step(old, verdicts, now, policy)
+        agent = self.agent_of(scope)
+        newest = self.agents[agent].newest_ts if agent in self.agents else 0.0
+        if newest and wall - newest < 3600:
+            self.decision_lags.append(max(0.0, wall - newest))
+        if transitions or (scope in self.states and new != old):
+            self.states[scope] = new
+            for t in transitions:
+                self.transitions_total[(t.from_state, t.to_state)] += 1
+            return Change(new, transitions, verdicts)
+        return None
 
     def explain(self, scope: str) -> list[dict[str, Any]]:
         """The policy's verdicts for ``scope`` right now, with reasons and evidence figures."""
@@ -592,8 +626,11 @@ class Monitor:
         """Load one agent's checkpoint (after a rebalance or restart)."""
         try:
             st = AgentState.from_state(decode_checkpoint(value), self.config)
+            validate_id("agent", st.agent_id)  # a checkpoint written before ids were validated at ingest
+            for tool in [t for t in st.tools if not is_valid_id("tool", t)]:
+                del st.tools[tool], st.tool_scopes[tool]
         except (orjson.JSONDecodeError, zlib.error, KeyError, TypeError, ValueError, StateError) as exc:
-            log.warning("ignoring an unreadable checkpoint for %r: %s", key, exc)
+            log.warning("ignoring an unreadable checkpoint for %s: %s", ascii(key[:300]), exc)
             return
         cur = self.agents.get(st.agent_id)
         if cur is None or cur.newest_ts <= st.newest_ts:

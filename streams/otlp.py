@@ -41,7 +41,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from streams.schema import TraceEvent
+from streams.decode import classify
+from streams.schema import INVALID_ID, TraceEvent
 
 # ------------------------------------------------------------------ vocabulary
 #: gen_ai.operation.name -> trace event kind (guardrails and agents are handled apart)
@@ -121,6 +122,7 @@ class InvalidSpan:
     index: int
     detail: str
     event: dict[str, Any]
+    reason: str = INVALID_SPAN_REASON  # or ``invalid_id`` (an id scope parsing refuses)
 
 
 @dataclass(slots=True)
@@ -303,9 +305,9 @@ def map_request(doc: Mapping[str, Any]) -> Mapped:
         try:
             TraceEvent.model_validate(result)
         except ValidationError as exc:
-            first = exc.errors(include_url=False, include_input=False)[0]
-            loc = ".".join(str(p) for p in first["loc"]) or "event"
-            out.invalid.append(InvalidSpan(index, f"{loc}: {first['msg']}"[:500], result))
+            reason, detail = classify(exc)
+            out.invalid.append(InvalidSpan(index, detail, result,
+                                           INVALID_ID if reason == INVALID_ID else INVALID_SPAN_REASON))
             continue
         out.events.append(result)
     return out

@@ -132,7 +132,7 @@ class OtlpTranslator:
         stats.spans["skipped"] += sum(mapped.skipped.values())
         stats.spans["invalid"] += len(mapped.invalid)
         stats.skipped.update(mapped.skipped)
-        letters = [dead(Reject(INVALID_SPAN_REASON, bad.detail, bad.index, orjson.dumps(bad.event)))
+        letters = [dead(Reject(bad.reason, bad.detail, bad.index, orjson.dumps(bad.event)))
                    for bad in mapped.invalid]
         return trace_messages(mapped.events, self.settings), letters
 

@@ -8,6 +8,7 @@ thin, replaceable layer.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from streams.metrics import IngestCounters
 from streams.schema import TraceEvent
 from streams.settings import Settings
 from streams.signing import SignaturePolicy
+
+log = logging.getLogger("tripwire.pipeline")
 
 #: changelog keys of the dedupe checkpoints: ``\x00dedupe:<partition>:<slot>`` (never an agent id)
 DEDUPE_KEY_PREFIX = "\x00dedupe:"
@@ -79,7 +82,26 @@ class TracePipeline:
         headers: list[tuple[str, bytes]] | None = None,
         now: float | None = None,
     ) -> list[DeadLetter]:
-        """Process one message; return the dead letters to publish."""
+        """Process one message; return the dead letters to publish.
+
+        Never raises: a message whose processing fails unexpectedly (a bug, not bad input:
+        bad input has its own reasons) is dead-lettered whole as ``internal_error``, so
+        it can neither stop the worker nor stall the offsets of the messages after it.
+        """
+        try:
+            return self._process(key, value, topic=topic, partition=partition, offset=offset, headers=headers,
+                                 now=now)
+        except Exception as exc:  # noqa: BLE001 - a worker never dies of one message
+            log.exception("processing a message of %s[%d]@%d failed; dead-lettered as internal_error",
+                          topic, partition, offset)
+            self.counters.rejected["internal_error"] += 1
+            reject = Reject("internal_error", f"{type(exc).__name__}: {exc}"[:300])
+            return [DeadLetter(key, dlq_record(reject, topic=topic, partition=partition, offset=offset, key=key,
+                                               value=value, payload_limit=self.settings.dlq_payload_bytes),
+                               "internal_error")]
+
+    def _process(self, key: bytes | None, value: bytes | None, *, topic: str, partition: int, offset: int,
+                 headers: list[tuple[str, bytes]] | None, now: float | None) -> list[DeadLetter]:
         counters = self.counters
         counters.messages += 1
         verify = None

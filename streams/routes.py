@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from streams.app import AppContext
 
 
+#: the request headers that name who calls what; each must appear at most once
+IDENTITY_HEADERS = ("X-Agent-Id", "X-Tool", "X-Tenant")
+
+
 def _reply(view: View, r: Reply) -> Response:
     return view.json(r.body, status=r.status, headers=r.headers)
 
@@ -61,6 +65,11 @@ def register(ctx: "AppContext") -> None:
     class Authz(View):
         async def get(self, request: Request) -> Response:
             h = request.headers
+            doubled = [name for name in IDENTITY_HEADERS if len(h.getall(name, ())) > 1]
+            if doubled:  # which copy would a gateway have meant? refuse rather than guess
+                reason = f"duplicate {', '.join(doubled)} header"
+                return self.json({"allow": False, "reason": reason, "state": "invalid", "scope": None}, status=400,
+                                 headers={"X-Tripwire-Reason": reason, "X-Tripwire-State": "invalid"})
             return _reply(self, await api.authz(h.get("X-Agent-Id"), h.get("X-Tool"), h.get("X-Tenant")))
 
         async def post(self, request: Request) -> Response:

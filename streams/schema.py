@@ -13,6 +13,7 @@ extra fields move into ``attributes`` (non-scalars are kept as compact JSON text
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from datetime import datetime
@@ -20,6 +21,7 @@ from typing import Annotated, Any, Literal, Union
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,6 +29,9 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from breakers.scope import MAX_ID_LEN, ScopeError, validate_id
 
 SCHEMA_VERSION = "1"
 KINDS: tuple[str, ...] = (
@@ -39,7 +44,6 @@ KINDS: tuple[str, ...] = (
     "task_outcome",
 )
 TOOL_KINDS: frozenset[str] = frozenset({"tool_call"})
-MAX_ID_LEN = 128
 MAX_TEXT_LEN = 256
 MAX_ATTRIBUTES = 64
 MAX_ATTRIBUTE_VALUE_LEN = 1024
@@ -92,6 +96,39 @@ EpochSeconds = Annotated[
     ),
 ]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN)]
+#: the pydantic error type (and dead-letter reason) of an id that scope parsing would refuse
+INVALID_ID = "invalid_id"
+
+
+@functools.lru_cache(maxsize=65536)
+def _id_problem(kind: str, value: str) -> str | None:
+    try:
+        validate_id(kind, value)
+    except ScopeError as exc:
+        return str(exc)
+    return None
+
+
+def _scope_id(kind: str) -> AfterValidator:
+    """Validate an id with the rules of scope parsing (:func:`breakers.scope.validate_id`).
+
+    Agent ids, tool names and tenants become breaker scopes; an id the scope grammar refuses
+    (control characters, the reserved ``/tool:`` separator, ``/`` in a tenant) is refused here,
+    at the boundary, as ``invalid_id``, instead of failing later in evaluation.
+    """
+
+    def check(value: str) -> str:
+        problem = _id_problem(kind, value)
+        if problem is not None:
+            raise PydanticCustomError(INVALID_ID, "{problem}", {"problem": problem})
+        return value
+
+    return AfterValidator(check)
+
+
+AgentId = Annotated[Id, _scope_id("agent")]
+ToolName = Annotated[Id, _scope_id("tool")]
+TenantId = Annotated[Id, _scope_id("tenant")]
 Text = Annotated[str, Field(max_length=MAX_TEXT_LEN)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 AttributeValue = Union[Annotated[str, Field(max_length=MAX_ATTRIBUTE_VALUE_LEN)], int, float, bool, None]
@@ -110,13 +147,13 @@ class TraceEvent(BaseModel):
     schema_version: Literal["1"]
     event_id: Id
     ts: EpochSeconds
-    agent_id: Id
+    agent_id: AgentId
     kind: Kind
-    tenant: Id | None = None
+    tenant: TenantId | None = None
     session_id: Text | None = None
     task_id: Text | None = None
     attempt: Annotated[int, Field(ge=1)] | None = None
-    tool: Id | None = None
+    tool: ToolName | None = None
     tool_call_id: Text | None = None
     model: Text | None = None
     status: Literal["ok", "error"] | None = None

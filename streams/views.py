@@ -132,6 +132,9 @@ def breaker_families(monitor: Monitor, counters: dict[str, Any]) -> Iterable[Met
     rl.add_metric(["ok"], counters.get("reload_ok", 0))
     rl.add_metric(["error"], counters.get("reload_error", 0))
     yield rl
+    yield CounterMetricFamily("tripwire_evaluation_errors", "Scope evaluations and event updates that raised and "
+                              "were skipped (each scope is logged once; the worker keeps running).",
+                              value=monitor.evaluation_errors)
     info = GaugeMetricFamily("tripwire_policy_info", "The policy version in force.", labels=["version"])
     info.add_metric([monitor.policy.policy_version], 1.0)
     yield info

@@ -5,6 +5,7 @@ import pytest
 from breakers.authz import Decision, decide
 from breakers.policy import parse_policy
 from breakers.state_machine import Approval, BreakerState
+from breakers.state_table import BreakerStates
 
 from breakers_helpers import T0
 
@@ -107,3 +108,48 @@ def test_headers_are_single_line_ascii():
     h = d.headers
     assert "\n" not in h["X-Tripwire-Reason"] and h["X-Tripwire-Reason"].isascii()
     assert h["X-Tripwire-State"] == "open"
+
+
+# ---------------------------------------------------------------- no X-Tool: fail closed on tool scopes
+
+@pytest.mark.parametrize("scope,state,allow", [
+    ("agent:a/tool:shell", "forced_open", False),
+    ("agent:a/tool:shell", "open", False),
+    ("agent:a/tool:shell", "half_open", False),
+    ("agent:a/tool:shell", "escalated", False),
+    ("tenant:acme/agent:a/tool:shell", "open", False),  # the agent's scope under any tenant prefix
+    ("tool:shell", "open", False),  # a cross-agent tool scope guards this agent's calls too
+    ("agent:a/tool:shell", "shadow", True),
+    ("agent:a/tool:shell", "closed", True),
+    ("agent:b/tool:shell", "open", True),  # another agent's tool scope
+    ("tenant:other/tool:shell", "open", True),  # another tenant's cross-agent tool scope
+])
+@pytest.mark.parametrize("table", [dict, BreakerStates])
+def test_no_tool_is_denied_while_a_tool_scope_of_the_agent_enforces(scope, state, allow, table):
+    states = table({scope: st(scope, state)})
+    d = decide(states, "a", None, None, T0, POLICY)
+    assert d.allow is allow, d
+    if not allow:
+        assert d.scope == scope and "X-Tool" in d.reason and d.status == 403
+
+
+def test_no_tool_still_judged_on_the_agent_scope_first():
+    states = BreakerStates({"agent:a": st("agent:a", "open", reason="harm"),
+                            "agent:a/tool:shell": st("agent:a/tool:shell", "open")})
+    d = decide(states, "a", None, None, T0, POLICY)
+    assert (d.allow, d.scope, d.reason) == (False, "agent:a", "open: harm")
+
+
+def test_state_table_index_follows_every_write():
+    states = BreakerStates()
+    states["agent:a/tool:x"] = st("agent:a/tool:x", "open")
+    states.setdefault("tool:y", st("tool:y", "open"))
+    states.update({"agent:a": st("agent:a", "closed")})
+    assert sorted(states.tool_scopes("a", None)) == ["agent:a/tool:x", "tool:y"]
+    states.pop("tool:y")
+    del states["agent:a/tool:x"]
+    assert list(states.tool_scopes("a", None)) == []
+    states["not a scope"] = st("not a scope", "open")  # a forged record: stored, never indexed, never raises
+    assert list(states.tool_scopes("a", None)) == []
+    states.clear()
+    assert not states and list(states.tool_scopes("a", None)) == []

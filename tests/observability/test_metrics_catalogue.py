@@ -12,6 +12,7 @@ EXPECTED = {
     "tripwire_events_rejected_total": ("counter", {"reason"}),
     "tripwire_events_duplicate_total": ("counter", set()),
     "tripwire_events_late_total": ("counter", set()),
+    "tripwire_evaluation_errors_total": ("counter", set()),
     "tripwire_messages_total": ("counter", set()),
     "tripwire_consumer_lag_messages": ("gauge", {"topic", "partition"}),
     "tripwire_worker_ready": ("gauge", set()),

@@ -473,3 +473,21 @@ def test_reject_reasons_are_the_documented_bounded_set():
         "batch_too_large",
     }
     assert len(REJECT_REASONS) == len(set(REJECT_REASONS))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("agent_id", "bot\x01"), ("agent_id", "bot\x1b[31m"), ("agent_id", "bot\x7f"), ("agent_id", "a/tool:b"),
+    ("tool", "sh\x00ell"), ("tool", "x/tool:y"), ("tenant", "acme/eu"), ("tenant", "ac\x02me"),
+])
+def test_ids_scope_parsing_would_refuse_are_invalid_id(field, value):
+    """The schema uses the scope grammar's own id rules (breakers.scope.validate_id)."""
+    kind = "monitor_flag" if field == "tool" else "refusal"
+    key = value.encode() if field == "agent_id" else KEY
+    good, bad = decode_message(key, dumps(event(kind, **{field: value})), max_bytes=1 << 20)
+    assert not good and [r.reason for r in bad] == ["invalid_id"]
+    assert bad[0].detail.startswith(field)
+
+
+@pytest.mark.parametrize("value", ["tab\there", "new\nline", "a/b", "a:b", "CamelCase Tool"])
+def test_ids_with_allowed_oddities_still_pass(value):
+    assert_accepted(event("monitor_flag", tool=value))

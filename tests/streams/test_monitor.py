@@ -133,3 +133,43 @@ def test_evaluation_respects_its_cpu_budget_and_catches_up(setup) -> None:
     mon.eval_budget_s = 10.0
     mon.evaluate(wall.t + 0.5)
     assert {f"agent:a{i}" for i in range(300)} <= set(mon._evaluated_at)
+
+
+def test_a_scope_whose_evaluation_raises_is_skipped_counted_and_logged_once(setup, monkeypatch, caplog) -> None:
+    """One failing scope never stops the loop: the other agent still trips."""
+    import streams.monitor as monitor_module
+
+    mon, wall = setup
+    real = monitor_module.evaluate
+
+    def evaluate(policy, scope, reader):
+        if "poison" in scope:
+            raise RuntimeError("boom\nforged log line")
+        return real(policy, scope, reader)
+
+    monkeypatch.setattr(monitor_module, "evaluate", evaluate)
+    mon.ingest(0, _events("poison", wall.t, 220, 12) + _events("a", wall.t, 220, 12))
+    with caplog.at_level("ERROR", logger="tripwire.monitor"):
+        _tick(mon, wall)
+        _tick(mon, wall, 2.0)
+    assert mon.states["agent:a"].state == "open"
+    assert mon.evaluation_errors >= 2  # the agent scope and its tool scope, on each tick
+    failures = [r for r in caplog.records if "evaluating" in r.getMessage()]
+    assert len(failures) == 2  # once per scope, not per tick
+    assert all("\n" not in r.getMessage() for r in failures)  # the message is escaped
+
+
+def test_an_event_whose_update_raises_costs_only_itself(setup, monkeypatch) -> None:
+    mon, wall = setup
+    events = _events("a", wall.t, 5, 0)
+    real = mon._ingest_one
+
+    def ingest_one(partition, ev):
+        if ev.event_id == "a-2":
+            raise ValueError("bad")
+        real(partition, ev)
+
+    monkeypatch.setattr(mon, "_ingest_one", ingest_one)
+    mon.ingest(0, events)
+    assert mon.evaluation_errors == 1
+    assert mon.agents["a"].tools["shell"].window_counts(300, wall.t)["tool_calls"] == 4

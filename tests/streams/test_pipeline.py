@@ -292,3 +292,27 @@ def test_recent_ids_state_round_trip():
     other.load_state(orjson.loads(orjson.dumps(seen.to_state())))
     assert other.to_state() == [["a", 1.0], ["b", 2.0]]
     assert other.seen_before("a", now=30.0) is True
+
+
+def test_a_message_whose_processing_raises_is_dead_lettered_not_fatal(sink, monkeypatch) -> None:
+    """A bug on one message costs that message (DLQ ``internal_error``), not the worker or the next one."""
+    import streams.pipeline as pipeline_module
+
+    pipe = TracePipeline(Settings(), sink=sink)
+    real = pipeline_module.decode_message
+    calls = []
+
+    def decode(key, value, **kw):
+        calls.append(value)
+        if len(calls) == 1:
+            raise KeyError("bug")
+        return real(key, value, **kw)
+
+    monkeypatch.setattr(pipeline_module, "decode_message", decode)
+    dead = pipe.process(KEY, dumps(event(event_id="e1")), topic=TOPIC, partition=0, offset=7)
+    assert [d.reason for d in dead] == ["internal_error"]
+    record = orjson.loads(dead[0].value)
+    assert record["reason"] == "internal_error" and record["source"]["offset"] == 7
+    assert pipe.counters.rejected["internal_error"] == 1
+    assert pipe.process(KEY, dumps(event(event_id="e2")), topic=TOPIC, partition=0, offset=8) == []
+    assert sink.ids == ["e2"]

@@ -1,0 +1,109 @@
+"""Breaker states by scope, with an index of each agent's tool scopes.
+
+Authz of a call that names no tool must see every enforcing tool scope that could guard
+the agent's call (``agent:A/tool:*``, tenant-prefixed ones, cross-agent ``tool:*``);
+scanning every state per request would make that O(states). :class:`BreakerStates` is a
+``dict`` (reads stay plain dict lookups) whose writes keep that index.
+
+>>> from breakers.state_machine import BreakerState
+>>> states = BreakerStates()
+>>> states["agent:a/tool:shell"] = BreakerState("agent:a/tool:shell", "open")
+>>> states["tool:db"] = BreakerState("tool:db", "closed")
+>>> sorted(states.tool_scopes("a", None))
+['agent:a/tool:shell', 'tool:db']
+>>> del states["agent:a/tool:shell"]
+>>> sorted(states.tool_scopes("a", None))
+['tool:db']
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from .scope import ScopeError, parse_scope
+from .state_machine import BreakerState
+
+_CROSS = None  # index key of the cross-agent tool scopes (``tool:X``, ``tenant:T/tool:X``)
+
+
+def _index_key(scope: str) -> tuple[bool, str | None, str | None]:
+    """(is a tool scope, agent or None, tenant or None) of a scope string."""
+    try:
+        s = parse_scope(scope)
+    except ScopeError:
+        return False, None, None
+    return s.tool is not None, s.agent, s.tenant
+
+
+class BreakerStates(dict[str, BreakerState]):
+    """``scope -> BreakerState``, indexing tool scopes by agent (see the module docstring)."""
+
+    def __init__(self, items: Mapping[str, BreakerState] | Iterable[tuple[str, BreakerState]] = ()) -> None:
+        super().__init__()
+        self._tools: dict[str | None, dict[str, str | None]] = {}
+        self.update(items)
+
+    def _add(self, scope: str) -> None:
+        is_tool, agent, tenant = _index_key(scope)
+        if is_tool:
+            self._tools.setdefault(agent, {})[scope] = tenant
+
+    def _drop(self, scope: str) -> None:
+        is_tool, agent, _ = _index_key(scope)
+        if is_tool:
+            bucket = self._tools.get(agent)
+            if bucket is not None:
+                bucket.pop(scope, None)
+                if not bucket:
+                    del self._tools[agent]
+
+    def __setitem__(self, scope: str, state: BreakerState) -> None:
+        if scope not in self:
+            self._add(scope)
+        super().__setitem__(scope, state)
+
+    def __delitem__(self, scope: str) -> None:
+        super().__delitem__(scope)
+        self._drop(scope)
+
+    def pop(self, scope: str, *default: Any) -> Any:  # type: ignore[override]
+        if scope in self:
+            self._drop(scope)
+        return super().pop(scope, *default)
+
+    def popitem(self) -> tuple[str, BreakerState]:
+        scope, state = super().popitem()
+        self._drop(scope)
+        return scope, state
+
+    def setdefault(self, scope: str, default: BreakerState) -> BreakerState:  # type: ignore[override]
+        if scope not in self:
+            self[scope] = default
+        return self[scope]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for scope, state in dict(*args, **kwargs).items():
+            self[scope] = state
+
+    def clear(self) -> None:
+        super().clear()
+        self._tools.clear()
+
+    def tool_scopes(self, agent: str, tenant: str | None) -> Iterator[str]:
+        """Every recorded tool scope that can guard a call of ``agent``: the agent's own
+        (any tenant prefix) and the cross-agent ones (un-prefixed, or of ``tenant``)."""
+        yield from self._tools.get(agent, ())
+        for scope, scope_tenant in self._tools.get(_CROSS, {}).items():
+            if scope_tenant is None or scope_tenant == tenant:
+                yield scope
+
+
+def tool_scopes_of(states: Mapping[str, BreakerState], agent: str, tenant: str | None) -> Iterator[str]:
+    """:meth:`BreakerStates.tool_scopes` for any mapping (a plain dict is scanned)."""
+    if isinstance(states, BreakerStates):
+        yield from states.tool_scopes(agent, tenant)
+        return
+    for scope in states:
+        is_tool, a, t = _index_key(scope)
+        if is_tool and (a == agent or (a is None and t in (None, tenant))):
+            yield scope
