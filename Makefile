@@ -32,7 +32,7 @@ bench: venv
 
 ## make schema: regenerate schemas/trace-event-v1.json from the pydantic model
 schema: venv
-	$(BIN)/python -c "import json,streams.schema as s; print(json.dumps(s.json_schema(), indent=2))" > schemas/trace-event-v1.json
+	$(BIN)/python -c "import json,streams.contract.schema as s; print(json.dumps(s.json_schema(), indent=2))" > schemas/trace-event-v1.json
 
 clean:
 	rm -rf $(VENV) .tripwire .pytest_cache .hypothesis build *.egg-info

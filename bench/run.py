@@ -33,9 +33,9 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.procutil import free_port, spawn_guarded, stop_process  # noqa: E402
-from streams.schema import TraceEvent  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
+from streams.ops.procutil import free_port, spawn_guarded, stop_process  # noqa: E402
+from streams.contract.schema import TraceEvent  # noqa: E402
 
 AGENTS = [f"bench-agent-{i:03d}" for i in range(50)]
 TOOLS = ["search", "db.query", "email.send", "http.fetch", "code.exec"]
@@ -69,7 +69,7 @@ def make_events(n: int, seed: int = 1) -> dict[str, list[dict]]:
 
 
 def produce(bootstrap: str, topic: str, per_agent: dict[str, list[dict]], batch: int, security=None) -> int:  # type: ignore[no-untyped-def]
-    from streams.producer import TraceProducer
+    from streams.kafka.producer import TraceProducer
 
     p = TraceProducer(bootstrap, topic, security=security)
     messages = 0
@@ -134,8 +134,8 @@ async def full_loop(bootstrap: str, topic: str, expect_events: int) -> float:
     """Events/s of a plain aiokafka getmany loop running the worker's own per-message code
     (TracePipeline -> Monitor: decode, validate, dedupe, detectors) without faust."""
     from breakers.policy import load_policy
-    from streams.monitor import Monitor
-    from streams.pipeline import TracePipeline
+    from streams.engine.monitor import Monitor
+    from streams.engine.pipeline import TracePipeline
     from streams.settings import Settings
 
     settings = Settings()
@@ -310,8 +310,8 @@ def bench_decision_latency(broker: EmbeddedBroker, tmp: Path, rate: float = 5000
 
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.producer import TraceProducer
-    from streams.traffic import SyntheticTraffic
+    from streams.kafka.producer import TraceProducer
+    from streams.ops.traffic import SyntheticTraffic
 
     topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
     for t in (topic, f"{topic}-state"):

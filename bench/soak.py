@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.procutil import free_port, spawn_guarded, stop_process  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
+from streams.ops.procutil import free_port, spawn_guarded, stop_process  # noqa: E402
 
 TOOLS = ["search", "db.query", "email.send", "http.fetch", "code.exec"]
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
-from streams.kafka_security import KafkaSecurity
+from streams.kafka.security import KafkaSecurity
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY = REPO_ROOT / "deploy" / "policy" / "default.yaml"
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _signing(self) -> "Settings":
-        from streams.signing import SignaturePolicy, SigningConfigError
+        from streams.contract.signing import SignaturePolicy, SigningConfigError
 
         try:
             SignaturePolicy.from_settings(self.signing_keys, self.require_signature)

@@ -17,9 +17,9 @@ from typing import Any
 
 import trustme
 
-from streams.broker import EmbeddedBroker
-from streams.kafka_security import KafkaSecurity
-from streams.procutil import free_port, port_open, spawn_guarded, stop_process, wait_until
+from streams.kafka.broker import EmbeddedBroker
+from streams.kafka.security import KafkaSecurity
+from streams.ops.procutil import free_port, port_open, spawn_guarded, stop_process, wait_until
 
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 

@@ -24,8 +24,8 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 if not SHARED_DATA.exists():
     SHARED_DATA = Path("/work/shared/data")
 
-from streams.broker import EmbeddedBroker  # noqa: E402
-from streams.procutil import free_port, spawn_guarded, stop_process  # noqa: E402
+from streams.kafka.broker import EmbeddedBroker  # noqa: E402
+from streams.ops.procutil import free_port, spawn_guarded, stop_process  # noqa: E402
 
 
 def on_ci() -> bool:

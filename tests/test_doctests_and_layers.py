@@ -21,7 +21,8 @@ import streams
 MODULES = sorted(
     m.name
     for pkg, prefix in ((streams, "streams."), (detectors, "detectors."))
-    for m in pkgutil.iter_modules(pkg.__path__, prefix)
+    for m in pkgutil.walk_packages(pkg.__path__, prefix)
+    if not m.name.endswith(".__main__")
 )
 
 

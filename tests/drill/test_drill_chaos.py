@@ -46,7 +46,7 @@ def test_restart_broker_drill_keeps_denying_through_the_outage(tmp_path: Path) -
 def test_chaos_flags_need_the_embedded_stack() -> None:
     from click.testing import CliRunner
 
-    from streams.cli import main
+    from streams.cli.main import main
 
     for flag in ("--kill-worker", "--restart-broker"):
         result = CliRunner().invoke(main, ["drill", flag])

@@ -14,8 +14,8 @@ import pytest
 from support import REPO, Topics, consume_all, start_worker, wait_for
 
 from breakers.operators import generate_token, hash_token
-from streams.procutil import free_port, stop_process
-from streams.producer import TraceProducer
+from streams.ops.procutil import free_port, stop_process
+from streams.kafka.producer import TraceProducer
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

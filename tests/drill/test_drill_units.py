@@ -13,11 +13,11 @@ import pytest
 from support import REPO, SHARED_DATA
 
 from breakers.policy import load_policy
-from streams.backtest import backtest, markdown
-from streams.decode import decode_message
-from streams.drill import PROFILES, DrillError, DrillSLO, drill_scope, find_token
-from streams.drill_api import DrillStats
-from streams.monitor import Monitor
+from streams.ops.backtest import backtest, markdown
+from streams.contract.decode import decode_message
+from streams.ops.drill import PROFILES, DrillError, DrillSLO, drill_scope, find_token
+from streams.worker.http.drills import DrillStats
+from streams.engine.monitor import Monitor
 from streams.settings import DEFAULT_POLICY
 
 TOOLEMU = SHARED_DATA / "toolemu-trace-v1.jsonl"

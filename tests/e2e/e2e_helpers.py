@@ -24,7 +24,7 @@ import httpx
 import orjson
 
 from breakers.operators import generate_token, hash_token
-from streams.procutil import free_port, spawn_guarded, stop_process
+from streams.ops.procutil import free_port, spawn_guarded, stop_process
 from support import REPO, wait_for
 
 GATEWAY_CONF = REPO / "deploy" / "nginx" / "tool-gateway.conf"

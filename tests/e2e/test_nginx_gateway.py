@@ -17,7 +17,7 @@ import pytest
 
 from e2e_helpers import (Nginx, Tokens, ToolBackend, bearer, breaker, calls, incidents, scope_url, send_batched,
                          serve, start_nginx)
-from streams.producer import TraceProducer
+from streams.kafka.producer import TraceProducer
 from support import Topics, require_binary, start_worker, stop_process, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from streams.emitter import Emitter, InvalidEvent, pack_messages, sign, signature_headers
-from streams.procutil import free_port
+from streams.emitter.client import Emitter, InvalidEvent, pack_messages, sign, signature_headers
+from streams.ops.procutil import free_port
 from support import REPO, wait_for
 
 
@@ -105,7 +105,7 @@ def test_timed_tool_call_records_latency_and_errors() -> None:
 
 
 def test_importable_without_faust() -> None:
-    code = ("import sys; import streams.emitter; "
+    code = ("import sys; import streams.emitter.client; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('faust', 'mode', 'aiokafka')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
@@ -113,8 +113,8 @@ def test_importable_without_faust() -> None:
 
 def test_signatures_verify_with_the_workers_signature_policy() -> None:
     """What the emitter and the OTLP/HTTP re-publisher sign, the worker's verifier accepts."""
-    signing = pytest.importorskip("streams.signing", reason="the worker's signature verifier is not present")
-    from streams.otlp_agent import trace_messages
+    signing = pytest.importorskip("streams.contract.signing", reason="the worker's signature verifier is not present")
+    from streams.worker.otlp_bridge import trace_messages
     from streams.settings import Settings
 
     policy = signing.SignaturePolicy({"k1": b"emitter-key"}, ["agent:*"])

@@ -21,8 +21,8 @@ import yaml
 from kafka.partitioner.default import murmur2
 
 from faults_helpers import calls, incidents
-from streams.procutil import stop_process
-from streams.producer import TraceProducer
+from streams.ops.procutil import stop_process
+from streams.kafka.producer import TraceProducer
 from streams.settings import DEFAULT_POLICY
 from support import consume_all, start_worker, wait_for
 

@@ -15,8 +15,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from faults_helpers import calls, flags, kill9
-from streams.procutil import stop_process
-from streams.producer import TraceProducer
+from streams.ops.procutil import stop_process
+from streams.kafka.producer import TraceProducer
 from support import start_worker, wait_for
 
 pytestmark = pytest.mark.broker
@@ -94,7 +94,7 @@ def test_dedupe_memory_survives_kill9(broker, tmp_path, isolated_topics) -> None
 
 
 def test_no_event_is_lost_when_a_worker_dies_before_its_checkpoint(broker, tmp_path, isolated_topics) -> None:
-    """Offsets are committed only after the checkpoint that saved the events' effects (streams/acks.py).
+    """Offsets are committed only after the checkpoint that saved the events' effects (streams/worker/acks.py).
 
     With no checkpoint between the events and the kill -9 (a 60 s interval), the restarted worker
     must read the events again and count them. (With offsets committed right after processing —

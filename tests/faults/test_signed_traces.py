@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from faults_helpers import authz_status, calls, event, flags, incidents
-from streams.procutil import stop_process
-from streams.producer import TraceProducer
+from streams.ops.procutil import stop_process
+from streams.kafka.producer import TraceProducer
 from support import consume_all, start_worker, wait_for
 
 pytestmark = pytest.mark.broker

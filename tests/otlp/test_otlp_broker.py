@@ -11,8 +11,8 @@ import orjson
 import pytest
 from otlp_fixtures import load, shifted_to_now, to_proto_bytes
 
-from streams.procutil import stop_process
-from streams.producer import TraceProducer
+from streams.ops.procutil import stop_process
+from streams.kafka.producer import TraceProducer
 from support import Topics, WorkerProc, consume_all, start_worker, wait_for
 
 pytestmark = pytest.mark.broker

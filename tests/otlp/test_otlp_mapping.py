@@ -13,9 +13,9 @@ import orjson
 import pytest
 from otlp_fixtures import load, shifted_to_now, to_proto_bytes
 
-from streams.otlp import OtlpError, decode_request, map_request, map_span
-from streams.otlp_agent import OtlpTranslator
-from streams.schema import TraceEvent
+from streams.contract.otlp import OtlpError, decode_request, map_request, map_span
+from streams.worker.otlp_bridge import OtlpTranslator
+from streams.contract.schema import TraceEvent
 from streams.settings import Settings
 
 
@@ -221,7 +221,7 @@ def test_docs_guardrail_table_matches_the_mapper() -> None:
     """docs/connect.md's guardrail table lists exactly the words the mapper knows, per action."""
     import re
 
-    from streams.otlp import DECISIONS, SKIP_REASONS
+    from streams.contract.otlp import DECISIONS, SKIP_REASONS
     from support import REPO
 
     doc = (REPO / "docs" / "connect.md").read_text()

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.decode import REJECT_REASONS, Reject
-from streams.schema import TraceEvent
+from streams.contract.decode import REJECT_REASONS, Reject
+from streams.contract.schema import TraceEvent
 
 AGENT = "agent-1"
 KEY = AGENT.encode()

@@ -10,7 +10,7 @@ import httpx
 
 from breakers.alertmanager import AsyncAlertmanager
 from breakers.state_machine import Transition
-from streams.alerting import AlertDispatcher
+from streams.worker.alerting import AlertDispatcher
 
 
 def _t(frm: str, to: str, scope: str = "agent:a") -> Transition:

@@ -17,10 +17,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.decode import MAX_BATCH_EVENTS, REJECT_REASONS, decode_message
-from streams.metrics import OTHER, LabelCap, Metrics, gauge
-from streams.pipeline import TracePipeline
-from streams.schema import MAX_ATTRIBUTE_VALUE_LEN, MAX_ATTRIBUTES, MAX_ID_LEN, TraceEvent
+from streams.contract.decode import MAX_BATCH_EVENTS, REJECT_REASONS, decode_message
+from streams.worker.metrics import OTHER, LabelCap, Metrics, gauge
+from streams.engine.pipeline import TracePipeline
+from streams.contract.schema import MAX_ATTRIBUTE_VALUE_LEN, MAX_ATTRIBUTES, MAX_ID_LEN, TraceEvent
 from streams.settings import Settings
 from streams_helpers import no_tripwire_env  # noqa: F401  (autouse)
 from streams_helpers import DEFAULT_MAX_BYTES, DROP, KEY, TS_MS, check_outcome, dumps, event, sandwich

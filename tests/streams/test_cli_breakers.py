@@ -14,8 +14,8 @@ from click.testing import CliRunner, Result
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 from e2e_helpers import Tokens  # noqa: E402
-from streams.cli import main  # noqa: E402
-from streams.incidents_reader import build_incidents  # noqa: E402
+from streams.cli.main import main  # noqa: E402
+from streams.ops.incidents import build_incidents  # noqa: E402
 from support import Topics, WorkerProc, start_worker, stop_process, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.broker
@@ -100,7 +100,7 @@ def test_force_open_list_show_and_errors(cli_worker: WorkerProc, tokens: Tokens,
 
 
 def test_unreachable_api_is_a_clear_error() -> None:
-    from streams.procutil import free_port
+    from streams.ops.procutil import free_port
 
     r = run("breakers", "--api", f"http://127.0.0.1:{free_port()}", "list")
     assert r.exit_code == 1 and "cannot reach the tripwire API" in r.output

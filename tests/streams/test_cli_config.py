@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from streams.cli import main
+from streams.cli.main import main
 
 
 def test_config_show_redacts_secrets(monkeypatch) -> None:

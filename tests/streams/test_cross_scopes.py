@@ -2,7 +2,7 @@
 
 The policy here budgets critical incidents on ``tool:*`` and ``global`` only (200 calls minimum,
 2% objective). Two Monitors stand for two workers holding two trace partitions each and exchange
-their partials records the way the transport does (streams.partials).
+their partials records the way the transport does (streams.engine.partials).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from breakers.policy import load_policy
-from streams.clock import EventClock
-from streams.monitor import Monitor
-from streams.partials import encode_partials
-from streams.schema import TraceEvent
+from streams.engine.clock import EventClock
+from streams.engine.monitor import Monitor
+from streams.engine.partials import encode_partials
+from streams.contract.schema import TraceEvent
 from streams.settings import DEFAULT_POLICY
 
 

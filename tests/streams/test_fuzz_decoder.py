@@ -14,8 +14,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.decode import MAX_BATCH_EVENTS, decode_message
-from streams.schema import KINDS, MAX_FUTURE_S, TraceEvent
+from streams.contract.decode import MAX_BATCH_EVENTS, decode_message
+from streams.contract.schema import KINDS, MAX_FUTURE_S, TraceEvent
 from streams_helpers import AGENT, KEY, check_outcome, event
 
 MAX_BYTES = 64 * 1024

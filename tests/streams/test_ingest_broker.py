@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from support import consume_all, wait_for
-from streams.producer import TraceProducer
+from streams.kafka.producer import TraceProducer
 
 pytestmark = pytest.mark.broker
 

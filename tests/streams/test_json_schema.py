@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.decode import decode_message
-from streams.schema import KINDS, MAX_ATTRIBUTES, TraceEvent, json_schema
+from streams.contract.decode import decode_message
+from streams.contract.schema import KINDS, MAX_ATTRIBUTES, TraceEvent, json_schema
 from streams_helpers import DROP, KEY, event
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "trace-event-v1.json"
@@ -21,7 +21,7 @@ def current() -> dict:
 def test_checked_in_schema_matches_the_model():
     checked_in = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     assert checked_in == current(), (
-        f"{SCHEMA_FILE.relative_to(SCHEMA_FILE.parents[1])} is out of date with streams.schema.TraceEvent: "
+        f"{SCHEMA_FILE.relative_to(SCHEMA_FILE.parents[1])} is out of date with streams.contract.schema.TraceEvent: "
         "run `make schema` and commit the result"
     )
 

@@ -19,8 +19,8 @@ import yaml
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from streams.cli import main
-from streams.kafka_security import KafkaSecurity, KafkaSecurityError
+from streams.cli.main import main
+from streams.kafka.security import KafkaSecurity, KafkaSecurityError
 from streams.settings import Settings
 
 
@@ -134,7 +134,7 @@ def test_faust_gives_its_clients_exactly_what_tripwire_gives_its_own(pki: dict[s
 
 def test_the_embedded_stack_ignores_cluster_security_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """`tripwire up` talks to its own loopback broker: TLS/SASL env vars meant for a cluster must not leak in."""
-    import streams.up as up
+    import streams.ops.up as up
 
     source = inspect.getsource(up.run_up)
     assert '"kafka": KafkaSecurity()' in source and 'TRIPWIRE_KAFKA__SECURITY_PROTOCOL"] = "PLAINTEXT"' in source

@@ -8,9 +8,9 @@ import pytest
 
 from breakers.policy import load_policy
 from breakers.state_machine import reset
-from streams.clock import EventClock
-from streams.monitor import Monitor
-from streams.schema import TraceEvent
+from streams.engine.clock import EventClock
+from streams.engine.monitor import Monitor
+from streams.contract.schema import TraceEvent
 from streams.settings import DEFAULT_POLICY
 
 
@@ -106,7 +106,7 @@ def test_calm_traffic_never_leaves_closed(setup) -> None:
 def test_metric_labels_are_bounded_past_the_cap(setup) -> None:
     """Past max_agents, agents report together as `other`; the scrape cost is bounded by the caps."""
     from streams.settings import Settings
-    from streams.views import monitor_families
+    from streams.worker.views import monitor_families
 
     wall = setup[1]
     mon = Monitor(load_policy(DEFAULT_POLICY), clock=EventClock(wall=wall), max_agents=3, max_tools=2)
@@ -137,7 +137,7 @@ def test_evaluation_respects_its_cpu_budget_and_catches_up(setup) -> None:
 
 def test_a_scope_whose_evaluation_raises_is_skipped_counted_and_logged_once(setup, monkeypatch, caplog) -> None:
     """One failing scope never stops the loop: the other agent still trips."""
-    import streams.monitor as monitor_module
+    import streams.engine.monitor as monitor_module
 
     mon, wall = setup
     real = monitor_module.evaluate

@@ -8,11 +8,11 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.decode import REJECT_REASONS
-from streams.dedupe import RecentIds
-from streams.metrics import Metrics
-from streams.pipeline import DeadLetter, TracePipeline
-from streams.schema import KINDS
+from streams.contract.decode import REJECT_REASONS
+from streams.engine.dedupe import RecentIds
+from streams.worker.metrics import Metrics
+from streams.engine.pipeline import DeadLetter, TracePipeline
+from streams.contract.schema import KINDS
 from streams.settings import Settings
 from streams_helpers import no_tripwire_env  # noqa: F401  (autouse)
 from streams_helpers import KEY, dumps, event
@@ -296,7 +296,7 @@ def test_recent_ids_state_round_trip():
 
 def test_a_message_whose_processing_raises_is_dead_lettered_not_fatal(sink, monkeypatch) -> None:
     """A bug on one message costs that message (DLQ ``internal_error``), not the worker or the next one."""
-    import streams.pipeline as pipeline_module
+    import streams.engine.pipeline as pipeline_module
 
     pipe = TracePipeline(Settings(), sink=sink)
     real = pipeline_module.decode_message

@@ -8,8 +8,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from streams.producer import TraceProducer
-from streams.procutil import stop_process
+from streams.kafka.producer import TraceProducer
+from streams.ops.procutil import stop_process
 from support import start_worker, wait_for
 
 pytestmark = pytest.mark.broker

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import main
-from streams.procutil import free_port
-from streams.snapshot import (
+from streams.cli.main import main
+from streams.ops.procutil import free_port
+from streams.ops.snapshot import (
     Q_BREAKERS,
     Q_BURN_DOWN,
     Q_NEAR_MISS_AGENTS,

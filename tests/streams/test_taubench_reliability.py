@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streams.producer import TraceProducer
-from streams.procutil import stop_process
-from streams.replay import replay_file
+from streams.kafka.producer import TraceProducer
+from streams.ops.procutil import stop_process
+from streams.ops.replay import replay_file
 from support import SHARED_DATA, start_worker, wait_for
 
 pytestmark = pytest.mark.broker

@@ -33,8 +33,8 @@ from breakers.evaluate import evaluate
 from breakers.evidence import StaticEvidence
 from breakers.policy import Policy, load_policy
 from detectors.config import DEFAULT_LEVELS
-from streams.producer import TraceProducer
-from streams.replay import replay_file
+from streams.kafka.producer import TraceProducer
+from streams.ops.replay import replay_file
 from support import REPO, SHARED_DATA, consume_all, wait_for
 
 pytestmark = pytest.mark.broker

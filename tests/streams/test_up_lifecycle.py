@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streams.procutil import free_port, port_open
+from streams.ops.procutil import free_port, port_open
 from support import REPO, wait_for
 
 pytestmark = pytest.mark.e2e

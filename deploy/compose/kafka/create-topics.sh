@@ -1,7 +1,7 @@
 #!/bin/bash
 # Create tripwire's topics on the compose Kafka (idempotent: --if-not-exists).
 # Run by the `kafka-init` service of deploy/compose/compose.yaml with the apache/kafka image.
-# Same layout as streams/topics.py: every topic gets PARTITIONS partitions; breaker-state is
+# Same layout as streams/kafka/topics.py: every topic gets PARTITIONS partitions; breaker-state is
 # compacted (latest state per scope). PARTITIONS caps the number of busy workers: scale out by
 # raising it (see docs/deploy.md, "Scale").
 set -euo pipefail

@@ -1,0 +1,227 @@
+"""The per-message work of a worker, free of faust: decode, validate, dedupe, count.
+
+The faust agent hands each Kafka message to :meth:`TracePipeline.process` and
+publishes the dead-letter records it returns. Keeping this synchronous and
+transport-free lets the benchmarks and tests drive it directly, and keeps faust a
+thin, replaceable layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import orjson
+
+from streams.contract.decode import Reject, decode_message
+from streams.engine.dedupe import RecentIds
+from streams.contract.dlq import dlq_record
+from streams.worker.metrics import IngestCounters
+from streams.contract.schema import TraceEvent
+from streams.settings import Settings
+from streams.contract.signing import SignaturePolicy
+
+log = logging.getLogger("tripwire.pipeline")
+
+#: changelog keys of the dedupe checkpoints: ``\x00dedupe:<partition>:<slot>`` (never an agent id)
+DEDUPE_KEY_PREFIX = "\x00dedupe:"
+#: event ids per dedupe checkpoint chunk (~50 bytes each: a chunk stays far below Kafka's 1 MB)
+DEDUPE_CHUNK_IDS = 4000
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    key: bytes | None
+    value: bytes
+    reason: str
+
+
+EventSink = Callable[[int, list[TraceEvent]], None]
+
+
+class TracePipeline:
+    """Decode -> validate -> dedupe -> count -> hand accepted events to ``sink``."""
+
+    def __init__(self, settings: Settings, sink: EventSink | None = None,
+                 verify: Callable[[bytes | None, bytes, list[tuple[str, bytes]]], str | None] | None = None) -> None:
+        self.settings = settings
+        self.counters = IngestCounters()
+        self.sink = sink
+        self.verify = verify
+        self.signing = SignaturePolicy.from_settings(settings.signing_keys, settings.require_signature)
+        self._recent: dict[int, RecentIds] = {}
+        #: dedupe checkpoints: ids inserted per partition (ever, counting restored ones) and at the last checkpoint
+        self._inserted: dict[int, int] = {}
+        self._checkpointed: dict[int, int] = {}
+        self._slots = -(-settings.dedupe_max_ids // DEDUPE_CHUNK_IDS) + 1
+
+    def recent_ids(self, partition: int) -> RecentIds:
+        recent = self._recent.get(partition)
+        if recent is None:
+            recent = self._recent[partition] = RecentIds(
+                self.settings.dedupe_horizon_s, self.settings.dedupe_max_ids
+            )
+        return recent
+
+    def forget_partition(self, partition: int) -> None:
+        """Drop per-partition memory after the partition moved to another worker."""
+        self._recent.pop(partition, None)
+        self._inserted.pop(partition, None)
+        self._checkpointed.pop(partition, None)
+
+    def process(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        headers: list[tuple[str, bytes]] | None = None,
+        now: float | None = None,
+    ) -> list[DeadLetter]:
+        """Process one message; return the dead letters to publish.
+
+        Never raises: a message whose processing fails unexpectedly (a bug, not bad input:
+        bad input has its own reasons) is dead-lettered whole as ``internal_error``, so
+        it can neither stop the worker nor stall the offsets of the messages after it.
+        """
+        try:
+            return self._process(key, value, topic=topic, partition=partition, offset=offset, headers=headers,
+                                 now=now)
+        except Exception as exc:  # noqa: BLE001 - a worker never dies of one message
+            log.exception("processing a message of %s[%d]@%d failed; dead-lettered as internal_error",
+                          topic, partition, offset)
+            self.counters.rejected["internal_error"] += 1
+            reject = Reject("internal_error", f"{type(exc).__name__}: {exc}"[:300])
+            return [DeadLetter(key, dlq_record(reject, topic=topic, partition=partition, offset=offset, key=key,
+                                               value=value, payload_limit=self.settings.dlq_payload_bytes),
+                               "internal_error")]
+
+    def _process(self, key: bytes | None, value: bytes | None, *, topic: str, partition: int, offset: int,
+                 headers: list[tuple[str, bytes]] | None, now: float | None) -> list[DeadLetter]:
+        counters = self.counters
+        counters.messages += 1
+        verify = None
+        if self.verify is not None and value:
+            hdrs = headers or []
+            verify = lambda v: self.verify(key, v, hdrs)  # noqa: E731
+        signed = True
+        signing = self.signing
+        if signing is not None and value and len(value) <= self.settings.max_message_bytes:
+            signed, problem = signing.check_message(key, value, headers)
+            if problem is not None:
+                verify = lambda v: problem  # noqa: E731 - decode_message reports it as bad_signature
+        events, rejects = decode_message(key, value, max_bytes=self.settings.max_message_bytes, verify=verify)
+        if events and not signed and signing is not None and signing.enforcing:
+            events = self._drop_unsigned(events, value, rejects)
+        dead: list[DeadLetter] = []
+        for reject in rejects:
+            counters.rejected[reject.reason] += 1
+            dead.append(
+                DeadLetter(
+                    key,
+                    dlq_record(reject, topic=topic, partition=partition, offset=offset, key=key, value=value,
+                               payload_limit=self.settings.dlq_payload_bytes),
+                    reject.reason,
+                )
+            )
+        if events:
+            recent = self.recent_ids(partition)
+            now = time.time() if now is None else now
+            fresh = []
+            tally = counters.events
+            for ev in events:
+                if recent.seen_before(ev.event_id, now):
+                    counters.duplicates += 1
+                    continue
+                tally[ev.kind] += 1
+                fresh.append(ev)
+            if fresh:
+                self._inserted[partition] = self._inserted.get(partition, 0) + len(fresh)
+                if self.sink is not None:
+                    self.sink(partition, fresh)
+        return dead
+
+    def _drop_unsigned(self, events: list[TraceEvent], value: bytes | None, rejects: list[Reject]) -> list[TraceEvent]:
+        """Events of an unsigned message whose agent/tenant requires a signature become rejects."""
+        assert self.signing is not None
+        requires = self.signing.requires
+        keep = [ev for ev in events if not requires(ev.agent_id, ev.tenant)]
+        if len(keep) == len(events):
+            return events
+        try:  # the attack path only: find each refused event's index in the batch for its DLQ record
+            doc = orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            doc = None
+        index = ({obj.get("event_id"): i for i, obj in enumerate(doc) if isinstance(obj, dict)}
+                 if isinstance(doc, list) else {})
+        for ev in events:
+            if requires(ev.agent_id, ev.tenant):
+                i = index.get(ev.event_id)
+                rejects.append(Reject(
+                    "bad_signature",
+                    f"agent {ev.agent_id[:64]!r}" + (f" of tenant {ev.tenant[:64]!r}" if ev.tenant else "")
+                    + " requires a signed message",
+                    i, orjson.dumps(doc[i]) if i is not None else None))
+        return keep
+
+    # ------------------------------------------------------------------ dedupe checkpoints
+    def checkpoint_dedupe(self) -> list[tuple[int, str, bytes]]:
+        """(partition, changelog key, value) for the dedupe memory inserted since the last call.
+
+        A partition's ids are cut, in insertion order, into chunks of
+        :data:`DEDUPE_CHUNK_IDS`; chunk ``k`` lives under slot ``k % slots`` so the
+        compacted changelog keeps about ``dedupe_max_ids`` newest ids per partition.
+        The chunk still being filled is rewritten at each checkpoint that adds to it.
+        """
+        out: list[tuple[int, str, bytes]] = []
+        size = DEDUPE_CHUNK_IDS
+        for partition, total in self._inserted.items():
+            done = self._checkpointed.get(partition, 0)
+            recent = self._recent.get(partition)
+            if total <= done or recent is None:
+                continue
+            first = done // size
+            tail = recent.newest(total - first * size)  # chunks first.. in order, oldest first
+            for k in range(first, -(-total // size)):
+                start = (k - first) * size
+                ids = tail[start:start + size]
+                if not ids:
+                    break
+                out.append((partition, f"{DEDUPE_KEY_PREFIX}{partition}:{k % self._slots}",
+                            orjson.dumps({"dedupe": 1, "partition": partition, "chunk": k, "ids": ids})))
+            self._checkpointed[partition] = total
+        return out
+
+    def rewrite_dedupe(self) -> None:
+        """Make the next :meth:`checkpoint_dedupe` write every partition's memory again (changelog lost)."""
+        for partition, recent in self._recent.items():
+            self._inserted[partition] = len(recent)  # renumber the chunks from 0 over what is remembered
+        self._checkpointed.clear()
+
+    def restore_dedupe(self, partition: int, chunks: Iterable[bytes]) -> int:
+        """Load a partition's dedupe chunks (from the changelog); returns the ids restored.
+
+        Does nothing when this worker already holds the partition's memory (it is newer).
+        """
+        if partition in self._recent:
+            return 0
+        docs = []
+        for raw in chunks:
+            try:
+                doc = orjson.loads(raw)
+                docs.append((int(doc["chunk"]), doc["ids"]))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+        if not docs:
+            return 0
+        docs.sort(key=lambda d: d[0])
+        ids = [pair for _, chunk in docs for pair in chunk][-self.settings.dedupe_max_ids:]
+        recent = self.recent_ids(partition)
+        recent.load_state(ids)
+        last_chunk, last_ids = docs[-1]
+        self._inserted[partition] = self._checkpointed[partition] = last_chunk * DEDUPE_CHUNK_IDS + len(last_ids)
+        return len(recent)

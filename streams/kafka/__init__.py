@@ -1,0 +1,1 @@
+"""Kafka plumbing: client security, pre-flight probe, producers, topic layout, the embedded broker."""

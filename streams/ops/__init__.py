@@ -1,0 +1,1 @@
+"""Operations tools: backtest, replay, synthetic traffic, snapshots, incidents, drills, the local dev stack."""

@@ -1,0 +1,1 @@
+"""The worker's HTTP API: authz, introspection, operator actions, ingest, drills."""

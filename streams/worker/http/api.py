@@ -1,0 +1,215 @@
+"""HTTP API logic, independent of the web framework: authz, introspection, operator actions.
+
+Each handler returns a :class:`Reply`; ``streams.worker.app`` adapts them to faust views.
+Operator actions need a bearer token with a role (viewer < operator < admin) and a
+reason, and are written to ``breaker-events`` with the actor. Tokens never reach
+the logs: failures log the operator name or "anonymous" only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import orjson
+
+from breakers.authz import decide
+from breakers.introspect import KeyRing, introspect
+from breakers.operators import Operator, OperatorRegistry, approval_ttl, can, validate_reason
+from breakers.scope import ScopeError, canonical
+from breakers.state_machine import (
+    ENFORCING,
+    BreakerActionError,
+    BreakerState,
+    approve,
+    force_open,
+    probe,
+    reset,
+)
+from streams.engine.monitor import Change, Monitor
+
+log = logging.getLogger("tripwire.api")
+audit = logging.getLogger("tripwire.audit")
+
+MAX_BODY_BYTES = 16 * 1024
+ACTIONS = {"force-open": "force_open", "reset": "reset", "approve": "approve"}
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Publish = Callable[[Change], Awaitable[None]]
+
+
+def _err(status: int, message: str, **extra: Any) -> Reply:
+    return Reply(status, {"error": message, **extra})
+
+
+def state_view(st: BreakerState, now: float) -> dict[str, Any]:
+    d = st.to_dict()
+    d["enforcing"] = st.state in ENFORCING
+    d["age_s"] = round(max(0.0, now - st.since), 3) if st.since else None
+    return d
+
+
+class Api:
+    """The worker's HTTP endpoints, as plain async methods."""
+
+    def __init__(
+        self,
+        monitor: Monitor,
+        operators: OperatorRegistry,
+        keys: KeyRing,
+        publish: Publish,
+        known: Callable[[], bool],
+        observe_authz: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.monitor = monitor
+        self.operators = operators
+        self.keys = keys
+        self.publish = publish
+        self.known = known
+        self.observe_authz = observe_authz
+        #: with no operator configured, reads are open and actions are refused (401)
+        self.auth_required = len(operators) > 0
+
+    # -------------------------------------------------------------- gateways
+    async def authz(self, agent: str | None, tool: str | None, tenant: str | None) -> Reply:
+        started = time.perf_counter()
+        mon = self.monitor
+        if not agent:
+            reply = Reply(403, {"allow": False, "reason": "missing X-Agent-Id header"},
+                          {"X-Tripwire-Reason": "missing X-Agent-Id header", "X-Tripwire-State": "invalid"})
+        else:
+            now = mon.clock.now()
+            d = decide(mon.states, agent, tool or None, tenant or None, now, mon.policy, self.known())
+            if d.probe and d.scope is not None:
+                new, admitted = probe(mon.states[d.scope], now)
+                mon.states[d.scope] = new
+                await self.publish(Change(new, []))
+                if not admitted:
+                    d = type(d)(False, 403, "half_open: no probe slot left", "half_open", d.scope)
+            reply = Reply(d.status, {"allow": d.allow, "reason": d.reason, "state": d.state, "scope": d.scope},
+                          d.headers)
+        if self.observe_authz is not None:
+            self.observe_authz("allow" if reply.status == 200 else "deny", time.perf_counter() - started)
+        return reply
+
+    async def introspect(self, body: bytes, content_type: str, authorization: str | None) -> Reply:
+        if self.auth_required and self._who(authorization) is None:
+            return Reply(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"})
+        if len(body) > MAX_BODY_BYTES:
+            return _err(413, "body too large")
+        token: str | None = None
+        if "json" in content_type:
+            try:
+                doc = orjson.loads(body or b"{}")
+                token = doc.get("token") if isinstance(doc, dict) else None
+            except orjson.JSONDecodeError:
+                return _err(400, "invalid JSON")
+        else:
+            token = (parse_qs(body.decode("utf-8", "replace")).get("token") or [None])[0]
+        if not token or not isinstance(token, str):
+            return _err(400, "missing token parameter (RFC 7662)")
+        mon = self.monitor
+        return Reply(200, introspect(token, self.keys, mon.states, mon.clock.now(), mon.policy, self.known()))
+
+    # -------------------------------------------------------------- operators
+    def _who(self, authorization: str | None) -> Operator | None:
+        return self.operators.authenticate(authorization)
+
+    def _viewer(self, authorization: str | None) -> Reply | None:
+        if not self.auth_required:
+            return None
+        op = self._who(authorization)
+        if op is None:
+            return Reply(401, {"error": "unauthorized: bearer token required"}, {"WWW-Authenticate": "Bearer"})
+        if not can(op, "list"):
+            return _err(403, "forbidden")
+        return None
+
+    async def list_breakers(self, authorization: str | None, state: str | None = None) -> Reply:
+        denied = self._viewer(authorization)
+        if denied:
+            return denied
+        now = self.monitor.clock.now()
+        items = [state_view(st, now) for st in self.monitor.states.values() if state in (None, "", st.state)]
+        items.sort(key=lambda d: (not d["enforcing"], d["scope"]))
+        return Reply(200, {"breakers": items, "known": self.known(), "policy_version": self.monitor.policy.policy_version})
+
+    async def show_breaker(self, authorization: str | None, raw_scope: str) -> Reply:
+        denied = self._viewer(authorization)
+        if denied:
+            return denied
+        try:
+            scope = canonical(unquote(raw_scope))
+        except ScopeError as exc:
+            return _err(400, f"invalid scope: {exc}")
+        mon = self.monitor
+        st = mon.states.get(scope)
+        verdicts = mon.explain(scope)
+        if st is None:
+            return Reply(200, {"scope": scope, "state": "closed", "known": self.known(), "recorded": False,
+                               "verdicts": verdicts})
+        return Reply(200, {**state_view(st, mon.clock.now()), "recorded": True, "verdicts": verdicts})
+
+    async def action(self, authorization: str | None, raw_scope: str, action: str, body: bytes) -> Reply:
+        kind = ACTIONS.get(action)
+        if kind is None:
+            return _err(404, f"unknown action {action!r}")
+        op = self._who(authorization)
+        if op is None:
+            audit.warning("denied %s on %r: no valid bearer token", kind, raw_scope[:200])
+            return Reply(401, {"error": "unauthorized: bearer token required"}, {"WWW-Authenticate": "Bearer"})
+        if not can(op, kind):
+            audit.warning("denied %s on %r to %s (role %s)", kind, raw_scope[:200], op.name, op.role.name)
+            return _err(403, f"forbidden: role {op.role.name} may not {action}")
+        if len(body) > MAX_BODY_BYTES:
+            return _err(413, "body too large")
+        try:
+            doc = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            return _err(400, "body must be JSON: {\"reason\": \"...\"}")
+        if not isinstance(doc, dict):
+            return _err(400, "body must be a JSON object")
+        try:
+            scope = canonical(unquote(raw_scope))
+        except ScopeError as exc:
+            return _err(400, f"invalid scope: {exc}")
+        try:
+            reason = validate_reason(doc.get("reason"))
+        except ValueError as exc:
+            return _err(400, str(exc))
+        mon = self.monitor
+        now = mon.clock.now()
+        policy = mon.policy
+        current = mon.states.get(scope) or BreakerState.initial(scope, now, policy)
+        try:
+            if kind == "force_open":
+                new, transitions = force_open(current, op.name, reason, now, policy.policy_version)
+            elif kind == "reset":
+                new, transitions = reset(current, op.name, reason, now, policy.policy_version)
+            else:
+                ttl = approval_ttl(doc.get("ttl_s"), policy.approvals.default_ttl, policy.approvals.max_ttl)
+                new, transitions = approve(current, op.name, reason, now, ttl, policy.approvals.max_ttl)
+        except BreakerActionError as exc:
+            return _err(409, str(exc), state=current.state)
+        except ValueError as exc:
+            return _err(400, str(exc))
+        if kind == "reset":
+            mon.note_reset(scope, now)
+        mon.states[scope] = new
+        for t in transitions:
+            mon.transitions_total[(t.from_state, t.to_state)] += 1
+        await self.publish(Change(new, transitions))
+        audit.info("%s %s on %r by %s: %s", kind, "ok", scope, op.name, reason[:200])
+        return Reply(200, {"ok": True, "action": kind, "actor": op.name, "breaker": state_view(new, now),
+                           "transitions": [t.to_dict() for t in transitions]})

@@ -1,0 +1,239 @@
+"""HTTP ingest: ``POST /v1/traces`` for producers that cannot speak Kafka.
+
+Body: JSON lines (``Content-Type: application/x-ndjson``, ``application/jsonl``
+or ``text/plain``; one event object per line, blank lines ignored) or JSON
+(``application/json``: one event object or an array of them). At most
+:data:`MAX_BODY_BYTES` (413 past it) and :data:`MAX_EVENTS` events.
+
+Each event is validated on its own with the worker's own decoder (same reasons as
+``tripwire_events_rejected_total``); the valid ones are produced to agent-traces,
+grouped per agent into batched messages keyed by agent id, and the reply waits
+for the broker's acknowledgement. The worker that consumes them validates again.
+
+Reply ``{"accepted": n, "rejected": [{"line": i, "reason": r, "detail": d}]}`` where
+``line`` is the 1-based line number (JSON lines) or the 1-based position of the
+element (JSON array), ``null`` for the whole body. Status: **200** all accepted,
+**207** some accepted and some rejected, **400** none accepted. 401 without a valid
+token, 403 for a token without ingest rights, 413 too large, 415 unsupported
+content type, 503 when the broker did not acknowledge in time (retrying is safe:
+``event_id`` dedupes).
+
+Auth: ``Authorization: Bearer <token>`` of an ``ingest_tokens`` entry (agents and
+collectors get these: they cannot touch breakers) or of an operator/admin
+operator. With no token configured at all, HTTP ingest is disabled (401).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from breakers.operators import OperatorRegistry, Role
+from streams.worker.http.api import Reply
+from streams.contract.decode import MAX_BATCH_EVENTS, decode_message
+from streams.worker.otlp_bridge import Outgoing, trace_messages
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.worker.app import AppContext
+
+log = logging.getLogger("tripwire.ingest")
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_EVENTS = MAX_BATCH_EVENTS
+ACK_TIMEOUT_S = 10.0
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/json-lines",
+                          "application/x-jsonlines", "text/plain", ""})
+JSON_TYPES = frozenset({"application/json"})
+
+Rejected = dict[str, Any]
+
+
+def _rejected(line: int | None, reason: str, detail: str) -> Rejected:
+    return {"line": line, "reason": reason, "detail": detail}
+
+
+def _problem(line: int, obj: Any, raw: bytes, max_event_bytes: int) -> Rejected | None:
+    """Why the worker would reject the event ``obj`` (encoded ``raw``) of ``line``; None if it accepts it."""
+    if not isinstance(obj, dict):
+        return _rejected(line, "not_object", f"expected a JSON object, got {type(obj).__name__}")
+    _, bad = decode_message(None, raw, max_bytes=max_event_bytes)
+    return _rejected(line, bad[0].reason, bad[0].detail) if bad else None
+
+
+def parse_body(body: bytes, content_type: str, *, max_event_bytes: int) -> tuple[list[dict[str, Any]], list[Rejected]]:
+    """(events the worker would accept, rejections) of a request body; ValueError for a bad content type.
+
+    >>> ok, bad = parse_body(b'{"schema_version":"1","event_id":"e1","ts":0,"agent_id":"a","kind":"refusal"}\\n'
+    ...                      b'{"kind":"nope"}\\n', "application/x-ndjson", max_event_bytes=4096)
+    >>> [e["event_id"] for e in ok], [(r["line"], r["reason"]) for r in bad]
+    (['e1'], [(2, 'schema')])
+    """
+    mime = content_type.split(";", 1)[0].strip().lower()
+    events: list[dict[str, Any]] = []
+    rejected: list[Rejected] = []
+
+    def take(line: int, obj: Any, raw: bytes) -> None:
+        problem = _problem(line, obj, raw, max_event_bytes)
+        if problem is None:
+            events.append(obj)
+        else:
+            rejected.append(problem)
+
+    if mime in JSON_TYPES:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return [], [_rejected(None, "invalid_json", str(exc)[:300])]
+        items = doc if isinstance(doc, list) else [doc]
+        if len(items) > MAX_EVENTS:
+            return [], [_rejected(None, "batch_too_large", f"{len(items)} events, limit {MAX_EVENTS}")]
+        for i, obj in enumerate(items, start=1):
+            take(i, obj, orjson.dumps(obj) if isinstance(obj, dict) else b"")
+    elif mime in NDJSON_TYPES:
+        lines = body.split(b"\n")
+        if sum(1 for raw in lines if raw.strip()) > MAX_EVENTS:
+            return [], [_rejected(None, "batch_too_large", f"more than {MAX_EVENTS} lines")]
+        for i, raw in enumerate(lines, start=1):
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                text = str(exc)
+                reason = "invalid_utf8" if "utf-8" in text.lower() else "invalid_json"
+                rejected.append(_rejected(i, reason, text[:300]))
+                continue
+            take(i, obj, raw)
+    else:
+        raise ValueError(f"unsupported Content-Type {mime!r}: use application/x-ndjson, text/plain or "
+                         "application/json")
+    if not events and not rejected:
+        rejected.append(_rejected(None, "empty", "the body holds no event"))
+    return events, rejected
+
+
+class IngestStats:
+    """Counters of POST /v1/traces, exported on scrape."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.events: Counter[str] = Counter({"accepted": 0, "rejected": 0})
+
+    def families(self) -> Iterable[Metric]:
+        req = CounterMetricFamily("tripwire_http_ingest_requests", "POST /v1/traces requests by HTTP status.",
+                                  labels=["status"])
+        for status, n in sorted(self.requests.items()):
+            req.add_metric([status], n)
+        ev = CounterMetricFamily("tripwire_http_ingest_events", "Events posted to /v1/traces, by result.",
+                                 labels=["result"])
+        for result, n in self.events.items():
+            ev.add_metric([result], n)
+        return [req, ev]
+
+
+Send = Callable[[Outgoing], Awaitable[Any]]
+
+
+class TraceIngest:
+    """The logic of POST /v1/traces, free of the web framework."""
+
+    def __init__(self, settings: Settings, operators: OperatorRegistry, send: Send) -> None:
+        self.settings = settings
+        self.operators = operators
+        self.ingesters = OperatorRegistry.from_config(
+            [{"name": e.get("name"), "role": "viewer", "token_sha256": e.get("token_sha256", "")}
+             for e in settings.ingest_tokens])
+        self.send = send
+        self.stats = IngestStats()
+
+    def authorized(self, authorization: str | None) -> Reply | None:
+        """None when the bearer token may ingest, else the 401/403 reply."""
+        if not len(self.ingesters) and not len(self.operators):
+            return Reply(401, {"error": "HTTP ingest is disabled: configure ingest_tokens (or an operator token)"},
+                         {"WWW-Authenticate": "Bearer"})
+        if self.ingesters.authenticate(authorization) is not None:
+            return None
+        op = self.operators.authenticate(authorization)
+        if op is None:
+            return Reply(401, {"error": "unauthorized: bearer token required"}, {"WWW-Authenticate": "Bearer"})
+        if op.role < Role.operator:
+            log.info("ingest refused for %s (role %s)", op.name, op.role.name)
+            return Reply(403, {"error": "forbidden: ingest needs an ingest token or an operator/admin token"})
+        return None
+
+    async def handle(self, authorization: str | None, content_type: str, content_length: int | None,
+                     read: Callable[[int], Awaitable[bytes | None]]) -> Reply:
+        """Authenticate, read at most MAX_BODY_BYTES via ``read(limit)`` (None = too large), validate, forward."""
+        reply = await self._handle(authorization, content_type, content_length, read)
+        self.stats.requests[str(reply.status)] += 1
+        return reply
+
+    async def _handle(self, authorization: str | None, content_type: str, content_length: int | None,
+                      read: Callable[[int], Awaitable[bytes | None]]) -> Reply:
+        denied = self.authorized(authorization)
+        if denied is not None:
+            return denied
+        too_large = Reply(413, {"error": f"body larger than {MAX_BODY_BYTES} bytes"})
+        if content_length is not None and content_length > MAX_BODY_BYTES:
+            return too_large
+        body = await read(MAX_BODY_BYTES)
+        if body is None:
+            return too_large
+        try:
+            events, rejected = parse_body(body, content_type, max_event_bytes=self.settings.max_message_bytes)
+        except ValueError as exc:
+            return Reply(415, {"error": str(exc)})
+        self.stats.events["rejected"] += len(rejected)
+        if events:
+            try:
+                await asyncio.wait_for(asyncio.gather(*(self.send(m) for m in
+                                                        trace_messages(events, self.settings))), ACK_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - timeout or producer error: the client may retry
+                log.warning("ingest: forwarding %d events failed: %s", len(events), exc)
+                return Reply(503, {"error": f"the broker did not acknowledge the events: {type(exc).__name__}",
+                                   "accepted": 0, "rejected": rejected}, {"Retry-After": "1"})
+            self.stats.events["accepted"] += len(events)
+        status = 200 if not rejected else 207 if events else 400
+        return Reply(status, {"accepted": len(events), "rejected": rejected})
+
+
+def register(ctx: "AppContext") -> None:
+    """Add ``POST /v1/traces`` to the worker."""
+    from faust.web import Request, Response, View
+
+    traces = ctx.traces_topic
+
+    async def send(m: Outgoing) -> Any:
+        fut = await traces.send(key=m.key, value=m.value, headers=m.headers or None)
+        return await fut
+
+    ingest = TraceIngest(ctx.settings, ctx.api.operators, send)
+    ctx.metrics.add_source(ingest.stats.families)
+
+    @ctx.app.page("/v1/traces")
+    class Traces(View):
+        async def post(self, request: Request) -> Response:
+            async def read(limit: int) -> bytes | None:
+                buf = bytearray()
+                stream = request.content  # type: ignore[attr-defined]
+                while True:
+                    chunk = await stream.read(64 * 1024)
+                    if not chunk:
+                        return bytes(buf)
+                    buf += chunk
+                    if len(buf) > limit:
+                        return None
+
+            length = request.headers.get("Content-Length")
+            reply = await ingest.handle(request.headers.get("Authorization"),
+                                        request.headers.get("Content-Type", ""),
+                                        int(length) if length and length.isdigit() else None, read)
+            return self.json(reply.body, status=reply.status, headers=reply.headers)
