@@ -30,7 +30,7 @@ import orjson
 
 from breakers.evaluate import Verdict, evaluate
 from breakers.policy import Policy
-from breakers.scope import ScopeError, is_valid_id, parse_scope, scopes_for, validate_id
+from breakers.scope import ScopeError, is_valid_id, is_valid_scope, parse_scope, scopes_for, validate_id
 from breakers.state_machine import BreakerState, Transition, record_probe_result, step
 from breakers.state_table import BreakerStates
 from detectors import AgentDrift, AgentReliability, DriftReport, RollingCounts, rate_estimate, window_label
@@ -216,6 +216,8 @@ class Monitor:
         #: scope evaluations and event updates that raised (a bug, or input the schema let through):
         #: counted, logged once per scope, and skipped; never allowed to stop the worker
         self.evaluation_errors = 0
+        #: breaker-state records ignored because their scope does not parse (no worker writes such a record)
+        self.invalid_remote_states = 0
         self._errors_logged: set[str] = set()
         #: per scope, the last evaluation's figures for /metrics (a slim copy: the full
         #: verdicts with their evidence are recomputed on demand by :meth:`explain`)
@@ -503,12 +505,12 @@ class Monitor:
                 self.urgent_scopes.add(scope)  # out of this tick's budget: next tick, oldest first
                 self.deferred_evaluations += 1
                 continue
-            if not policy.budgets_for(scope) and scope not in self.states:
-                continue
-            if not self._owns(scope):
-                continue  # a cross-agent scope another worker decides
-            evaluated_at[scope] = wall
             try:
+                if not policy.budgets_for(scope) and scope not in self.states:
+                    continue
+                if not self._owns(scope):
+                    continue  # a cross-agent scope another worker decides
+                evaluated_at[scope] = wall
                 change = self._evaluate_scope(scope, reader, now, wall)
             except Exception as exc:  # noqa: BLE001 - one scope never stops the loop or the worker
                 self._failed(scope, "evaluating", exc)
@@ -589,7 +591,11 @@ class Monitor:
         try:
             st = BreakerState.from_dict(orjson.loads(value))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            log.warning("ignoring an unreadable breaker-state record: %s", exc)
+            log.warning("ignoring an unreadable breaker-state record: %s", ascii(str(exc)[:300]))
+            return
+        if not is_valid_scope(st.scope):  # written by no worker: every scope a worker decides parses
+            self.invalid_remote_states += 1
+            log.warning("ignoring a breaker-state record with an invalid scope %s", ascii(st.scope[:300]))
             return
         cur = self.states.get(st.scope)
         if cur is None or st.updated_at >= cur.updated_at:

@@ -34,6 +34,8 @@ class StateReader:
         self.caught_up = False
         self.error: str | None = None
         self.records = 0
+        #: records whose apply callback raised (skipped, logged)
+        self.failed_records = 0
         #: broker connectivity, probed every ``probe_interval_s`` with a ListOffsets request
         self.probe_interval_s = 2.0
         self.last_ok = time.monotonic()
@@ -94,7 +96,12 @@ class StateReader:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 for tp, records in batches.items():
                     for rec in records:
-                        self.apply(rec.value, rec.key)
+                        try:
+                            self.apply(rec.value, rec.key)
+                        except Exception:  # noqa: BLE001 - one record of an internal topic never stops the reader
+                            self.failed_records += 1
+                            log.exception("applying a record of %s[%d]@%d failed; skipped", tp.topic, tp.partition,
+                                          rec.offset)
                         self.records += 1
                     if records:
                         self._read_any.add(tp)
