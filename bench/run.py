@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from streams.kafka.broker import EmbeddedBroker  # noqa: E402
-from streams.ops.procutil import free_port, spawn_guarded, stop_process  # noqa: E402
+from streams.ops.devstack import DevStack, spawn_worker, topics_env  # noqa: E402
+from streams.ops.procutil import stop_process  # noqa: E402
 from streams.contract.schema import TraceEvent  # noqa: E402
 
 AGENTS = [f"bench-agent-{i:03d}" for i in range(50)]
@@ -159,17 +159,13 @@ async def full_loop(bootstrap: str, topic: str, expect_events: int) -> float:
 
 def start_worker(broker: EmbeddedBroker, tmp: Path, topic: str, app_id: str, url: str | None = None,
                  extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ)
-    env.update(extra_env or {})
-    env.update({"TRIPWIRE_TOPICS__TRACES": topic, "TRIPWIRE_TOPICS__DLQ": f"{topic}-dlq",
-                "TRIPWIRE_TOPICS__BREAKER_STATE": f"{topic}-state", "TRIPWIRE_TOPICS__BREAKER_EVENTS": f"{topic}-events",
-                "TRIPWIRE_TOPICS__OTLP": f"{topic}-otlp", "TRIPWIRE_TOPICS__SCOPE_PARTIALS": f"{topic}-partials", "TRIPWIRE_APP_ID": app_id, "TRIPWIRE_LOG_LEVEL": "warning"})
-    log = open(tmp / f"{app_id}.log", "ab")  # noqa: SIM115
-    proc = spawn_guarded([sys.executable, "-m", "streams.cli", "worker", "--broker", url or broker.url, "--web-port", str(port),
-                          "--data-dir", str(tmp / app_id), "--partitions", "4"], stdout=log, stderr=log, env=env,
-                         cwd=str(ROOT))
-    return proc, f"http://127.0.0.1:{port}"
+    env = {**(extra_env or {}),
+           **topics_env({"traces": topic, "dlq": f"{topic}-dlq", "breaker_state": f"{topic}-state",
+                         "breaker_events": f"{topic}-events", "otlp": f"{topic}-otlp",
+                         "scope_partials": f"{topic}-partials"}),
+           "TRIPWIRE_APP_ID": app_id, "TRIPWIRE_LOG_LEVEL": "warning"}
+    worker = spawn_worker(url or broker.url, data_dir=tmp / app_id, log=tmp / f"{app_id}.log", env=env, cwd=ROOT)
+    return worker.proc, worker.web
 
 
 def scrape(web: str, name: str) -> float:
@@ -232,7 +228,7 @@ def bench_tls(broker: EmbeddedBroker, tmp: Path, n: int) -> dict[str, float]:
     so the TLS figure also pays the proxy hop; plaintext reads the main broker directly.
     """
     sys.path.insert(0, str(ROOT / "tests"))
-    from kafka_tls import STREAM_MODULE, nginx_binary, tls_kafka
+    from helpers.kafka_tls import STREAM_MODULE, nginx_binary, tls_kafka
 
     binary = nginx_binary()
     if not binary or not STREAM_MODULE.exists():
@@ -254,21 +250,32 @@ def bench_tls(broker: EmbeddedBroker, tmp: Path, n: int) -> dict[str, float]:
     return {"tls_events_per_s": tls, "tls_plain_events_per_s": plain, "tls_ratio": tls / plain}
 
 
-def bench_detectors() -> dict[str, str]:
-    say("[detectors] python bench/bench_detectors.py")
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_detectors.py")], capture_output=True, text=True,
+def sub_bench(script: str, marker: str, rename: dict[str, str] | None = None) -> dict[str, str]:
+    """Run ``bench/<script>`` and take the ``key=value`` fields of its line starting with ``marker``."""
+    say(f"[{script}] python bench/{script}")
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / script)], capture_output=True, text=True,
                          cwd=str(ROOT), timeout=300)
     fields: dict[str, str] = {}
     for line in res.stdout.splitlines():
-        if line.startswith("BENCH_DETECTORS "):
+        if line.startswith(marker):
             for kv in line.split()[1:]:
                 k, _, v = kv.partition("=")
-                fields[k] = v
+                fields[(rename or {}).get(k, k)] = v
         else:
             say("  " + line)
     if res.returncode != 0:
         say(res.stderr[-2000:])
     return fields
+
+
+def bench_detectors() -> dict[str, str]:
+    """Per-event detector updates and bytes per scope (bench/bench_detectors.py)."""
+    return sub_bench("bench_detectors.py", "BENCH_DETECTORS ")
+
+
+def bench_otlp() -> dict[str, str]:
+    """OTLP span mapping (three conventions) against the native trace-event decode, same run (bench/bench_otlp.py)."""
+    return sub_bench("bench_otlp.py", "BENCH otlp_spans_per_s=", {"ratio": "otlp_ratio"})
 
 
 def bench_authz(web: str, n_http: int = 2000) -> dict[str, float]:
@@ -406,14 +413,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=200_000, help="events for the batched ingest run")
     ap.add_argument("--single", type=int, default=40_000, help="events for the one-event-per-message run")
-    ap.add_argument("--skip", action="append", default=[], choices=["ingest", "detectors", "decision", "soak", "tls"])
+    ap.add_argument("--skip", action="append", default=[], choices=["ingest", "detectors", "decision", "soak", "tls", "otlp"])
     ap.add_argument("--tls-events", type=int, default=100_000, help="events for the TLS vs plaintext run")
     args = ap.parse_args()
     fields: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="tripwire-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        broker = EmbeddedBroker(tmp / "broker")
-        broker.start()
+        stack = DevStack(tmp / "broker")
+        broker = stack.start_broker()
         try:
             if "ingest" not in args.skip:
                 r = bench_ingest(broker, tmp, args.events, args.single)
@@ -434,13 +441,15 @@ def main() -> None:
             if "soak" not in args.skip:
                 fields.update({k: f"{v:.1f}" for k, v in bench_soak_and_scale(broker, tmp).items()})
         finally:
-            broker.stop()
+            stack.stop()
     if "detectors" not in args.skip:
         det = bench_detectors()
         for k in ("detector_update_events_per_s", "counts_update_per_s", "adwin_update_per_s", "bytes_per_scope",
                   "adwin_delay_median"):
             if k in det:
                 fields[k] = det[k]
+    if "otlp" not in args.skip:
+        fields.update(bench_otlp())
     print("BENCH " + " ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
 
 

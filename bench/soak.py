@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -31,7 +30,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from streams.kafka.broker import EmbeddedBroker  # noqa: E402
-from streams.ops.procutil import free_port, spawn_guarded, stop_process  # noqa: E402
+from streams.ops.devstack import DevStack, spawn_worker, topics_env  # noqa: E402
+from streams.ops.procutil import free_port  # noqa: E402
 
 TOOLS = ["search", "db.query", "email.send", "http.fetch", "code.exec"]
 
@@ -62,20 +62,14 @@ class Worker:
     """A real ``tripwire worker`` subprocess on its own topics prefix."""
 
     def __init__(self, broker: EmbeddedBroker, tmp: Path, prefix: str, app_id: str, env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.web = f"http://127.0.0.1:{self.port}"
-        e = dict(os.environ)
-        e.update({"TRIPWIRE_TOPICS__TRACES": f"{prefix}-traces", "TRIPWIRE_TOPICS__DLQ": f"{prefix}-dlq",
-                  "TRIPWIRE_TOPICS__BREAKER_STATE": f"{prefix}-state",
-                  "TRIPWIRE_TOPICS__BREAKER_EVENTS": f"{prefix}-events", "TRIPWIRE_TOPICS__OTLP": f"{prefix}-otlp",
-                  "TRIPWIRE_APP_ID": app_id, "TRIPWIRE_LOG_LEVEL": "warning"})
-        e.update(env or {})
-        self.log = open(tmp / f"{app_id}-{self.port}.log", "ab")  # noqa: SIM115
-        self.started = time.monotonic()
-        self.proc: subprocess.Popen[bytes] = spawn_guarded(
-            [sys.executable, "-m", "streams.cli", "worker", "--broker", broker.url, "--web-port", str(self.port),
-             "--data-dir", str(tmp / app_id), "--partitions", "4"], stdout=self.log, stderr=self.log, env=e,
-            cwd=str(ROOT))
+        e = {**topics_env({"traces": f"{prefix}-traces", "dlq": f"{prefix}-dlq", "breaker_state": f"{prefix}-state",
+                           "breaker_events": f"{prefix}-events", "otlp": f"{prefix}-otlp"}),
+             "TRIPWIRE_APP_ID": app_id, "TRIPWIRE_LOG_LEVEL": "warning", **(env or {})}
+        port = free_port()
+        self.process = spawn_worker(broker.url, data_dir=tmp / app_id, log=tmp / f"{app_id}-{port}.log", env=e,
+                                    web_port=port, cwd=ROOT)
+        self.port, self.web, self.started = self.process.port, self.process.web, self.process.started
+        self.proc: subprocess.Popen[bytes] = self.process.proc
 
     def metric(self, name: str) -> float:
         total = 0.0
@@ -86,21 +80,10 @@ class Worker:
 
     def wait_ready(self, timeout: float = 180) -> float:
         """Seconds from process start to /readyz 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.web}/readyz", timeout=2).status_code == 200:
-                    return time.monotonic() - self.started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("worker not ready in time")
+        return self.process.wait_ready(timeout=timeout, interval=0.1)
 
     def stop(self) -> None:
-        stop_process(self.proc)
-        self.log.close()
+        self.process.stop()
 
 
 def soak_messages(n_events: int, agents: int, seed: int = 7):  # type: ignore[no-untyped-def]
@@ -322,8 +305,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tripwire-soak-") as tmpdir:
         tmp = Path(tmpdir)
-        broker = EmbeddedBroker(tmp / "broker")
-        broker.start()
+        stack = DevStack(tmp / "broker")
+        broker = stack.start_broker()
         try:
             if args.only == "soak":
                 out = bench_soak(broker, tmp, args.events)
@@ -334,7 +317,7 @@ def main() -> None:
             else:
                 out = run_all(broker, tmp, args.events)
         finally:
-            broker.stop()
+            stack.stop()
     print("SOAK " + " ".join(f"{k}={v:.1f}" for k, v in out.items()), flush=True)
 
 

@@ -1,7 +1,9 @@
 """tripwire breakers: risk budgets, breaker state machine and the decisions built on them.
 
-Pure policy / state logic (no Kafka, no faust, no clocks): the worker (``streams``) feeds it
-evidence and time and publishes what it returns. Modules, one job each:
+Pure policy / state logic (no Kafka, no faust, no clocks, no I/O): the worker (``streams``) feeds
+it evidence and time and publishes what it returns (its Alertmanager client is
+``streams.worker.alertmanager``). Counter names, durations and the Wilson bound come from
+``detectors``. Modules, one job each:
 
 =================  ==========================================================================
 ``scope``          scope strings: parse/format/validate, ``scopes_for``, policy glob patterns
@@ -12,7 +14,6 @@ evidence and time and publishes what it returns. Modules, one job each:
 ``authz``          ``decide(...) -> Decision`` for ``GET /v1/authz`` (hot path, ~1-7 µs)
 ``introspect``     RFC 7662 ``introspect(token, keys, states, now, policy)`` for JWT tool tokens
 ``operators``      operator tokens (hashed), roles, permissions, reason / approval-TTL checks
-``alertmanager``   Alertmanager API v2 client (async + sync): fire / resolve / repost_due
 ``incidents``      incident records (timeline, actions, resolution) from transitions; markdown
 =================  ==========================================================================
 

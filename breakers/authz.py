@@ -27,10 +27,11 @@ from typing import Mapping
 
 from .policy import Policy
 from .scope import ScopeError, scopes_for
-from .state_machine import ENFORCING, BreakerState
+from .state_machine import CLOSED, ENFORCING, ESCALATED, FORCED_OPEN, HALF_OPEN, OPEN, SHADOW, BreakerState
 from .state_table import tool_scopes_of
 
-_ALLOW_RANK = {"closed": 0, "shadow": 1, "escalated": 2, "half_open": 3}
+#: which allowing state a decision reports when several scopes allow (the most restrictive wins)
+_ALLOW_RANK = {CLOSED: 0, SHADOW: 1, ESCALATED: 2, HALF_OPEN: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,26 +76,26 @@ def decide(states: Mapping[str, BreakerState], agent: str, tool: str | None, ten
         if st is None:
             continue
         s = st.state
-        if s == "closed" or s == "shadow":
-            if s == "shadow" and best is None:
+        if s == CLOSED or s == SHADOW:
+            if s == SHADOW and best is None:
                 best = Decision(True, 200, f"shadow: {st.reason}", s, scope)
             continue
-        if s == "open" or s == "forced_open":
+        if s == OPEN or s == FORCED_OPEN:
             return Decision(False, 403, f"{s}: {st.reason}", s, scope)
-        if s == "half_open":
+        if s == HALF_OPEN:
             if st.probes_remaining <= 0:
                 return Decision(False, 403, "half_open: no probe calls left, awaiting results", s, scope)
-            if best is None or _ALLOW_RANK[best.state] < 3:
+            if best is None or _ALLOW_RANK[best.state] < _ALLOW_RANK[HALF_OPEN]:
                 best = Decision(True, 200, f"half_open probe ({st.probes_remaining} left)", s, scope, probe=True)
             continue
-        if s == "escalated":
+        if s == ESCALATED:
             if policy.is_consequential(tool):
                 approval = st.active_approval(now)
                 if approval is None:
                     return Decision(False, 403, f"escalated: consequential tool needs approval; {st.reason}", s, scope)
-                if best is None or _ALLOW_RANK[best.state] < 2:
+                if best is None or _ALLOW_RANK[best.state] < _ALLOW_RANK[ESCALATED]:
                     best = Decision(True, 200, f"escalated: approved by {approval.actor}", s, scope)
-            elif best is None or _ALLOW_RANK[best.state] < 2:
+            elif best is None or _ALLOW_RANK[best.state] < _ALLOW_RANK[ESCALATED]:
                 best = Decision(True, 200, "escalated: tool not consequential", s, scope)
             continue
         return Decision(False, 403, f"unrecognised state {s!r}", "invalid", scope)  # defensive

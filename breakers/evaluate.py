@@ -10,26 +10,41 @@ alarm is on (and the minimum number of flags+incidents holds).
 counters; over that window it is exactly the share of the window's error budget left; it goes
 negative when overspent).
 
-Pure and cheap: one ``window_counts`` call per distinct (scope, window) per evaluation.
+Pure and cheap: one ``window_counts`` call per distinct (scope, window) per evaluation. The
+counter names, the Wilson bound and the window labels come from ``detectors`` (one owner each).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from detectors.durations import format_duration
+from detectors.keys import (
+    COST_USD,
+    ERRORS,
+    INCIDENTS,
+    INCIDENTS_CRITICAL,
+    LLM_CALLS,
+    NEAR_MISSES,
+    NEAR_MISSES_WEIGHTED,
+    TOOL_CALLS,
+)
+from detectors.rates import wilson_lower
+
 from .evidence import EvidenceReader
-from .policy import AMOUNT_SIGNALS, Budget, Policy, WindowRule, format_duration
+from .policy import ACTION_RANK, AMOUNT_SIGNALS, Budget, Policy, WindowRule
+
+__all__ = ["Verdict", "evaluate", "evaluate_budget", "wilson_lower"]
 
 # signal → (bad key, raw bad key for min evidence, denominator keys)
 _SIGNALS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "near_miss_rate": ("near_misses", "near_misses", ("tool_calls",)),
-    "weighted_near_miss_rate": ("near_misses_weighted", "near_misses", ("tool_calls",)),
-    "incident_rate": ("incidents", "incidents", ("tool_calls",)),
-    "critical_incident_rate": ("incidents_critical", "incidents_critical", ("tool_calls",)),
-    "error_rate": ("errors", "errors", ("tool_calls", "llm_calls")),
-    "incident_count": ("incidents", "incidents", ()),
-    "cost": ("cost_usd", "cost_usd", ()),
+    "near_miss_rate": (NEAR_MISSES, NEAR_MISSES, (TOOL_CALLS,)),
+    "weighted_near_miss_rate": (NEAR_MISSES_WEIGHTED, NEAR_MISSES, (TOOL_CALLS,)),
+    "incident_rate": (INCIDENTS, INCIDENTS, (TOOL_CALLS,)),
+    "critical_incident_rate": (INCIDENTS_CRITICAL, INCIDENTS_CRITICAL, (TOOL_CALLS,)),
+    "error_rate": (ERRORS, ERRORS, (TOOL_CALLS, LLM_CALLS)),
+    "incident_count": (INCIDENTS, INCIDENTS, ()),
+    "cost": (COST_USD, COST_USD, ()),
 }
 _LABEL = {
     "near_miss_rate": "near-miss",
@@ -41,7 +56,6 @@ _LABEL = {
     "cost": "cost",
     "drift": "drift",
 }
-_ACTION_RANK = {"shadow": 1, "escalate": 2, "open": 3}
 _EPS = 1e-9
 
 
@@ -65,34 +79,6 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
-
-
-def wilson_lower(successes: float, n: float, confidence: float) -> float:
-    """One-sided Wilson score lower bound of a proportion at `confidence`.
-
-    >>> round(wilson_lower(10, 40, 0.95), 3)
-    0.156
-    """
-    if n <= 0:
-        return 0.0
-    p = min(max(successes / n, 0.0), 1.0)
-    z = _z(confidence)
-    denom = 1 + z * z / n
-    centre = p + z * z / (2 * n)
-    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, (centre - margin) / denom)
-
-
-def _z(confidence: float) -> float:
-    """One-sided normal quantile by bisection on erf (no scipy needed)."""
-    lo, hi = 0.0, 10.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < confidence:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
 
 
 def _fmt(x: float) -> str:
@@ -161,7 +147,7 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
 
     if budget.signal == "drift":
         longest = counts.get(budget.longest_window)
-        raw = float(longest.get("near_misses", 0) or 0) + float(longest.get("incidents", 0) or 0)
+        raw = float(longest.get(NEAR_MISSES, 0) or 0) + float(longest.get(INCIDENTS, 0) or 0)
         active = bool(reader.drift_active(scope))
         enough = raw >= budget.min_evidence.min_bad
         fired = active and enough
@@ -188,7 +174,7 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
         if long_hot and short_hot and not ok and not near_miss_reason:
             near_miss_reason = why
         if long_hot and short_hot and ok:
-            rank = (_ACTION_RANK[_rule_action(budget, rule)], 2 if rule.severity == "page" else 1)
+            rank = (ACTION_RANK[_rule_action(budget, rule)], 2 if rule.severity == "page" else 1)
             if best is None or rank > best[:2]:
                 best = (rank[0], rank[1], rule)
 
@@ -219,16 +205,16 @@ def _tally(budget: Budget, c: Mapping[str, float], window_label: str) -> str:
     g = lambda k: float(c.get(k, 0) or 0)  # noqa: E731
     s = budget.signal
     if s in ("near_miss_rate", "weighted_near_miss_rate"):
-        return f"{_num(g('near_misses'))} flags / {_num(g('tool_calls'))} calls in {window_label}"
+        return f"{_num(g(NEAR_MISSES))} flags / {_num(g(TOOL_CALLS))} calls in {window_label}"
     if s == "incident_rate":
-        return f"{_num(g('incidents'))} incidents / {_num(g('tool_calls'))} calls in {window_label}"
+        return f"{_num(g(INCIDENTS))} incidents / {_num(g(TOOL_CALLS))} calls in {window_label}"
     if s == "critical_incident_rate":
-        return f"{_num(g('incidents_critical'))} critical incidents / {_num(g('tool_calls'))} calls in {window_label}"
+        return f"{_num(g(INCIDENTS_CRITICAL))} critical incidents / {_num(g(TOOL_CALLS))} calls in {window_label}"
     if s == "error_rate":
-        return f"{_num(g('errors'))} errors / {_num(g('tool_calls') + g('llm_calls'))} calls in {window_label}"
+        return f"{_num(g(ERRORS))} errors / {_num(g(TOOL_CALLS) + g(LLM_CALLS))} calls in {window_label}"
     if s == "incident_count":
-        return f"{_num(g('incidents'))} incidents in {window_label}"
-    return f"${g('cost_usd'):.2f} in {window_label}"
+        return f"{_num(g(INCIDENTS))} incidents in {window_label}"
+    return f"${g(COST_USD):.2f} in {window_label}"
 
 
 def evaluate(policy: Policy, scope: str, reader: EvidenceReader) -> list[Verdict]:

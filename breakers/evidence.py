@@ -1,25 +1,14 @@
 """What breakers read from detectors: a small Protocol, plus a dict-backed reader for tests.
 
-breakers depends on this Protocol only (not on detectors' classes), so any object with these
-two methods works: detectors' rolling windows in the worker, or :class:`StaticEvidence`.
+breakers depends on this Protocol only (not on detectors' classes; the counter names come from
+:mod:`detectors.keys`), so any object with these two methods works: detectors' rolling windows in
+the worker, or :class:`StaticEvidence`.
 """
 from __future__ import annotations
 
 from typing import Mapping, Protocol, runtime_checkable
 
-COUNT_KEYS = (
-    "tool_calls",
-    "near_misses",
-    "near_misses_weighted",
-    "incidents",
-    "incidents_critical",
-    "errors",
-    "refusals",
-    "escalations",
-    "llm_calls",
-    "cost_usd",
-    "events",
-)
+from detectors.keys import KEYS
 
 
 @runtime_checkable
@@ -27,7 +16,7 @@ class EvidenceReader(Protocol):
     """Rolling per-scope counters.
 
     ``window_counts(scope, window_s)`` returns sums over the last ``window_s`` seconds with
-    the keys of ``COUNT_KEYS`` (missing keys read as 0). ``near_misses_weighted`` is the
+    the keys of ``detectors.keys.KEYS`` (missing keys read as 0). ``near_misses_weighted`` is the
     severity-weighted flag count (weights are detectors' choice; the default policy is tuned for
     detectors' defaults low 1, medium 2, high 5, critical 10). ``drift_active(scope)`` is True while a drift detector
     has an unresolved alarm for the scope.
@@ -53,7 +42,7 @@ class StaticEvidence:
 
     def window_counts(self, scope: str, window_s: int) -> Mapping[str, float]:
         found = self.counts.get(scope, {}).get(int(window_s), {})
-        return {k: found.get(k, 0) for k in COUNT_KEYS}
+        return {k: found.get(k, 0) for k in KEYS}
 
     def drift_active(self, scope: str) -> bool:
         return scope in self.drift

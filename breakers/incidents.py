@@ -18,9 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .state_machine import Transition
-
-_ALLOWED = ("closed", "shadow")
+from .state_machine import ALLOWING, TRIPWIRE, Transition
 
 
 def _iso(ts: float) -> str:
@@ -55,9 +53,9 @@ class Incident:
         """Append ``t`` to the timeline (and to actions if an operator did it); resolve on close."""
         d = t.to_dict()
         self.timeline.append(d)
-        if t.actor != "tripwire":
+        if t.actor != TRIPWIRE:
             self.actions.append({"ts": t.ts, "actor": t.actor, "action": t.action, "reason": t.reason})
-        if t.to_state in _ALLOWED and t.from_state not in _ALLOWED:
+        if t.to_state in ALLOWING and t.from_state not in ALLOWING:
             self.resolution = {"resolved_at": t.ts, "by": t.actor, "how": t.action, "reason": t.reason,
                                "duration_s": t.ts - self.opened_at}
 
@@ -121,7 +119,7 @@ class IncidentTracker:
         """Record ``t``; returns the incident it belongs to (resolved ones are dropped from ``open``)."""
         inc = self.open.get(t.scope)
         if inc is None:
-            if t.from_state in _ALLOWED and t.to_state not in _ALLOWED:
+            if t.from_state in ALLOWING and t.to_state not in ALLOWING:
                 inc = self.open[t.scope] = Incident.open(t)
                 return inc
             return None

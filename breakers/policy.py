@@ -12,7 +12,8 @@ A policy is YAML (see ``deploy/policy/default.yaml`` for a documented example)::
         objective: 0.02
         action: escalate
 
-Durations are integers (seconds) or strings like ``90s``, ``5m``, ``1h``, ``3d``, ``1w``.
+Durations are integers (seconds) or strings like ``90s``, ``5m``, ``1h``, ``3d``, ``1w``
+(:mod:`detectors.durations` parses them and spells windows in verdicts and metric labels).
 Unknown keys are errors everywhere. :func:`check_policy_text` returns every problem with its
 YAML path (``budgets[2].windows[0].burn_rate``) and 1-based line:column; it never prints.
 
@@ -24,11 +25,8 @@ topic). Deployments that value availability over containment set ``fail_mode: op
 """
 from __future__ import annotations
 
-import functools
-
 import fnmatch
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -45,6 +43,8 @@ from pydantic import (
     model_validator,
 )
 
+from detectors.durations import format_duration, parse_duration  # noqa: F401 (format_duration: re-export)
+
 from .scope import Scope, ScopeError, ScopePattern, parse_scope
 
 Signal = Literal[
@@ -58,53 +58,13 @@ Signal = Literal[
     "drift",
 ]
 Action = Literal["open", "escalate", "shadow"]
+#: how strongly each action restricts: the strongest firing rule of a budget wins
+ACTION_RANK: dict[str, int] = {"shadow": 1, "escalate": 2, "open": 3}
 Severity = Literal["page", "ticket"]
 RATIO_SIGNALS = frozenset(
     {"near_miss_rate", "weighted_near_miss_rate", "incident_rate", "critical_incident_rate", "error_rate"}
 )
 AMOUNT_SIGNALS = frozenset({"incident_count", "cost"})
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-
-
-def parse_duration(value: Any) -> int:
-    """Seconds from ``300``, ``"300"``, ``"5m"``, ``"1h"``, ``"3d"``, ``"1w"``.
-
-    >>> parse_duration("1h"), parse_duration(90), parse_duration("1.5m")
-    (3600, 90, 90)
-    """
-    if isinstance(value, bool):
-        raise ValueError("duration must be a number of seconds or a string like '5m'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError(f"bad duration {value!r}: use e.g. 30s, 5m, 1h, 3d, 1w")
-        seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    else:
-        raise ValueError("duration must be a number of seconds or a string like '5m'")
-    if seconds <= 0:
-        raise ValueError("duration must be positive")
-    if seconds > 400 * 86400:
-        raise ValueError("duration longer than 400 days")
-    return int(round(seconds))
-
-
-@functools.lru_cache(maxsize=256)
-def format_duration(seconds: float) -> str:
-    """Short label for a window: 3600 → '1h', 300 → '5m', 90 → '90s'.
-
-    >>> format_duration(3600), format_duration(259200), format_duration(90)
-    ('1h', '3d', '90s')
-    """
-    s = int(seconds)
-    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size and s % size == 0:
-            return f"{s // size}{unit}"
-    return f"{s}s"
-
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 

@@ -39,8 +39,10 @@ CLOSED, OPEN, HALF_OPEN, ESCALATED, FORCED_OPEN, SHADOW = (
 STATES = (CLOSED, OPEN, HALF_OPEN, ESCALATED, FORCED_OPEN, SHADOW)
 #: states in which a breaker restricts calls (shadow never enforces; closed allows)
 ENFORCING = frozenset({OPEN, FORCED_OPEN, HALF_OPEN, ESCALATED})
+#: states in which a breaker allows every call: the complement of :data:`ENFORCING`
+ALLOWING = frozenset({CLOSED, SHADOW})
+#: the actor of automatic moves (operators act under their own names)
 TRIPWIRE = "tripwire"
-_RANK = {"shadow": 1, "escalate": 2, "open": 3}
 _FALLBACK = Budget(name="fallback", signal="drift", scopes=["*"])  # defaults if a budget vanished
 
 

@@ -8,28 +8,24 @@ Events
     human_minutes, outcome, task_id, attempt, intervened, should_refuse``.
 
 Per scope (``"agent:a/tool:t"``, ``"agent:a"``, ``"tool:t"``, ``"tenant:x"``, ``"global"``)
-    ``rc = RollingCounts(config: CountsConfig | None = None, *, track_delta=False)``
+    ``rc = RollingCounts(config: CountsConfig | None = None)``
 
     * ``rc.add_event(ev) -> bool`` hot path (~1 us); ``False`` = too late, counted in ``rc.late``
     * ``rc.window_counts(window_s, now) -> dict[str, float]`` keys :data:`KEYS`
     * ``rc.all_windows(now) -> {window_s: counts}`` (configured windows + budget period)
-    * ``rc.drain_delta() -> CountsDelta`` (needs ``track_delta=True``), ``rc.merge(delta | other_rc)``
     * ``rc.watermark``, ``rc.late``, ``rc.to_state()``, ``RollingCounts.from_state(state, config)``
 
-    Cross-agent scopes: keep partition-local counts with ``track_delta=True`` (e.g.
-    the (agent, tool) scopes), every flush ``d = rc.drain_delta()``, sum deltas per
-    target scope with ``CountsDelta.merge``, ship ``d.to_state()``; the owner of
-    ``tool:X`` / ``tenant:T`` / ``global`` applies ``rc.merge(CountsDelta.from_state(s))``.
+    Cross-agent scopes are summed at read time over the per-agent counts (``streams.engine``).
 
-Budgets (pure functions for the breaker layer)
-    ``evaluate_budget(spec: BudgetSpec, windows: {window_s: counts}, period_counts) -> BudgetStatus``
-    (``.alerts: list[BurnAlert]``, ``.burn_rates``, ``.budget_remaining``, ``.severity``);
-    ``evaluate_counts(spec, rc, now)`` reads the windows itself. ``window_label(300) == "5m"``.
+Names (one owner each)
+    :mod:`detectors.keys`: the counter names (:data:`KEYS`, ``TOOL_CALLS``, ...) and
+    ``event_vector``; :mod:`detectors.durations`: ``parse_duration``, ``format_duration``
+    and ``window_label(300) == "5m"`` (durations of policies, windows and metric labels).
 
 Rates
     ``rate_estimate(k, n, objective=None, confidence=0.95) -> RateEstimate(successes,
-    trials, rate, lower, upper, p_exceeds)``; ``EvidenceRule(min_trials, min_successes,
-    confidence).exceeded(k, n, objective)``; ``wilson_interval``; ``poisson_interval``.
+    trials, rate, lower, upper, p_exceeds)``; ``wilson_interval``; ``wilson_lower`` (one-sided,
+    budgets' minimum evidence); ``z_value``; ``poisson_interval``.
 
 Per agent
     ``AgentDrift(config: DriftConfig | None).update(ev) -> list[DriftReport]``
@@ -48,73 +44,56 @@ State
 True
 """
 
-from detectors.adwin import Adwin
-from detectors.base import Detector, StateError
-from detectors.budgets import (
-    DEFAULT_BURN_RULES,
-    BudgetSpec,
-    BudgetStatus,
-    BurnAlert,
-    BurnRule,
-    budget_remaining,
-    burn_rate,
-    evaluate_budget,
-    evaluate_counts,
-    window_label,
-)
-from detectors.config import CountsConfig, DriftConfig, ReliabilityConfig
-from detectors.counts import KEYS, RollingCounts, event_vector
-from detectors.delta import CountsDelta
-from detectors.drift import AgentDrift
-from detectors.rates import (
-    EvidenceRule,
-    RateEstimate,
-    beta_exceedance,
-    poisson_interval,
-    rate_estimate,
-    wilson_interval,
-)
-from detectors.reliability import AgentReliability
-from detectors.sensitivity import SensitivityResult, detection_delay
-from detectors.toolmix import ToolMix
-from detectors.types import DriftReport, EventLike
+from __future__ import annotations
 
-#: Alias: the issue calls per-scope counts "ScopeCounts".
-ScopeCounts = RollingCounts
+import importlib
+from typing import Any
 
-__all__ = [
-    "Adwin",
-    "AgentDrift",
-    "AgentReliability",
-    "BudgetSpec",
-    "BudgetStatus",
-    "BurnAlert",
-    "BurnRule",
-    "CountsConfig",
-    "CountsDelta",
-    "DEFAULT_BURN_RULES",
-    "Detector",
-    "DriftConfig",
-    "DriftReport",
-    "EventLike",
-    "EvidenceRule",
-    "KEYS",
-    "RateEstimate",
-    "ReliabilityConfig",
-    "RollingCounts",
-    "ScopeCounts",
-    "SensitivityResult",
-    "StateError",
-    "ToolMix",
-    "beta_exceedance",
-    "budget_remaining",
-    "burn_rate",
-    "detection_delay",
-    "evaluate_budget",
-    "evaluate_counts",
-    "event_vector",
-    "poisson_interval",
-    "rate_estimate",
-    "wilson_interval",
-    "window_label",
-]
+#: public name -> the module that owns it; loaded on first use, so ``import detectors`` (and
+#: breakers, which reads ``detectors.keys``, ``durations`` and ``rates``) stays cheap: river
+#: loads only when a drift detector is used
+_OWNERS = {
+    "Adwin": "detectors.adwin",
+    "AgentDrift": "detectors.drift",
+    "AgentReliability": "detectors.reliability",
+    "CountsConfig": "detectors.config",
+    "Detector": "detectors.base",
+    "DriftConfig": "detectors.config",
+    "DriftReport": "detectors.types",
+    "EventLike": "detectors.types",
+    "KEYS": "detectors.keys",
+    "RateEstimate": "detectors.rates",
+    "ReliabilityConfig": "detectors.config",
+    "RollingCounts": "detectors.counts",
+    "SensitivityResult": "detectors.sensitivity",
+    "StateError": "detectors.base",
+    "ToolMix": "detectors.toolmix",
+    "beta_exceedance": "detectors.rates",
+    "detection_delay": "detectors.sensitivity",
+    "event_vector": "detectors.keys",
+    "format_duration": "detectors.durations",
+    "parse_duration": "detectors.durations",
+    "poisson_interval": "detectors.rates",
+    "rate_estimate": "detectors.rates",
+    "wilson_interval": "detectors.rates",
+    "wilson_lower": "detectors.rates",
+    "window_label": "detectors.durations",
+    "z_value": "detectors.rates",
+}
+
+__all__ = sorted(_OWNERS) + ["ScopeCounts"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ScopeCounts":  # alias: the issue calls per-scope counts "ScopeCounts"
+        name = "RollingCounts"
+    owner = _OWNERS.get(name)
+    if owner is None:
+        raise AttributeError(f"module 'detectors' has no attribute {name!r}")
+    value = getattr(importlib.import_module(owner), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

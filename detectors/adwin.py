@@ -48,9 +48,14 @@ class Adwin(Detector):
     of the kept (recent) one, in the units fed in. At the first cut after a
     change the kept window may still hold some pre-change values, so
     ``after`` understates the change; later cuts refine it.
+
+    ``cooldown`` (default 0: off) absorbs the cuts of the ``cooldown`` updates after a
+    reported change (ADWIN usually cuts a few times while it trims the old sub-window);
+    ``cool`` counts down the updates left. Neither is part of :meth:`to_state`: a
+    caller that sets a cooldown saves ``cool`` itself (``AgentDrift`` does).
     """
 
-    __slots__ = ("_core", "_p", "n", "s")
+    __slots__ = ("_core", "_p", "cool", "cooldown", "n", "s")
 
     def __init__(
         self,
@@ -59,11 +64,15 @@ class Adwin(Detector):
         max_buckets: int = 5,
         min_window_length: int = 5,
         grace_period: int = 10,
+        *,
+        cooldown: int = 0,
     ) -> None:
         self._p = (float(delta), int(clock), int(max_buckets), int(min_window_length), int(grace_period))
         self._core = _Core(*self._p)
         self.n = 0  # width of the current window (mirrors the core)
         self.s = 0.0  # sum of the current window
+        self.cooldown = int(cooldown)
+        self.cool = 0
 
     def update(self, x: float) -> Optional[tuple[float, float]]:
         self.n += 1
@@ -75,7 +84,13 @@ class Adwin(Detector):
             before = (self.s - t) / dn if dn > 0 else math.nan
             after = t / w if w else math.nan
             self.n, self.s = w, t
+            if self.cool:
+                self.cool -= 1
+                return None
+            self.cool = self.cooldown
             return (before, after)
+        if self.cool:
+            self.cool -= 1
         return None
 
     @property

@@ -14,6 +14,7 @@ from typing import Mapping
 
 __all__ = [
     "CountsConfig",
+    "DEFAULT_COUNTS_CONFIG",
     "DriftConfig",
     "ReliabilityConfig",
     "DEFAULT_SEVERITY_WEIGHTS",
@@ -95,6 +96,10 @@ class CountsConfig:
     def bucket_count(self) -> int:
         """Total buckets over all levels (memory is ~44 bytes per bucket)."""
         return sum(n for _, n in self.levels)
+
+
+#: the layout every scope uses unless configured otherwise
+DEFAULT_COUNTS_CONFIG = CountsConfig()
 
 
 @dataclass(frozen=True, eq=False)

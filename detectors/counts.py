@@ -2,7 +2,7 @@
 
 One :class:`RollingCounts` per scope (``"agent:a/tool:t"``, ``"agent:a"``,
 ``"tool:t"``, ``"tenant:x"``, ``"global"``). It keeps 11 counters per bucket
-(see :data:`KEYS`) in a few rings of equal-width buckets, finest first
+(see :mod:`detectors.keys`) in a few rings of equal-width buckets, finest first
 (default 5x1m, 12x5m, 12x30m, 24x3h, 30x1d = 83 buckets, ~3.9 KiB).
 
 Design (two kinds of rings, cascaded):
@@ -24,13 +24,8 @@ within lateness land in their own bucket (fine ring if still there, and the
 coarse rings). Callers should clamp far-future timestamps before calling,
 since one future event moves the watermark.
 
-Deltas for cross-partition scopes: build the partition-local counts with
-``track_delta=True`` and call :meth:`RollingCounts.drain_delta` every flush;
-it returns a :class:`~detectors.delta.CountsDelta` (sparse fine buckets added
-since the previous drain, plus late count and watermark) at no per-event
-cost. Ship ``delta.to_state()``; the aggregating worker calls
-``counts.merge(CountsDelta.from_state(msg))``. ``merge`` also accepts another
-``RollingCounts`` (bucket-wise sum of all levels).
+Cross-agent scopes are summed at read time by the caller (``streams.engine``): a
+scope's counts never need merging.
 
 >>> from detectors.testing import Ev
 >>> rc = RollingCounts()
@@ -55,48 +50,20 @@ from __future__ import annotations
 
 import math
 from array import array
-
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional
 
 from detectors.base import Detector, StateError
-from detectors.config import CountsConfig
+from detectors.config import DEFAULT_COUNTS_CONFIG, CountsConfig
+from detectors.keys import FLOAT_KEYS, INT_KEYS, KEYS, event_vector
 
-__all__ = ["RollingCounts", "KEYS", "INT_KEYS", "FLOAT_KEYS", "event_vector", "DEFAULT_COUNTS_CONFIG"]
+__all__ = ["RollingCounts"]
 
-#: Integer counters, in storage order.
-INT_KEYS = (
-    "tool_calls",
-    "near_misses",
-    "incidents",
-    "incidents_critical",
-    "errors",
-    "refusals",
-    "escalations",
-    "llm_calls",
-    "events",
-)
-#: Float counters, in storage order.
-FLOAT_KEYS = ("near_misses_weighted", "cost_usd")
-#: Keys of :meth:`RollingCounts.window_counts`, in this order.
-KEYS = (
-    "tool_calls",
-    "near_misses",
-    "near_misses_weighted",
-    "incidents",
-    "incidents_critical",
-    "errors",
-    "refusals",
-    "escalations",
-    "llm_calls",
-    "cost_usd",
-    "events",
-)
 NI = len(INT_KEYS)
 NF = len(FLOAT_KEYS)
 _ZI = [0] * NI
 _ZF = [0.0] * NF
-
-DEFAULT_COUNTS_CONFIG = CountsConfig()
+#: (key, position in the storage-order vector) in :data:`~detectors.keys.KEYS` order
+_KEY_POS = tuple((k, (INT_KEYS + FLOAT_KEYS).index(k)) for k in KEYS)
 
 
 class _Layout:
@@ -134,95 +101,12 @@ def _layout(cfg: CountsConfig) -> _Layout:
     return lay
 
 
-def event_vector(ev: Any, cfg: CountsConfig = DEFAULT_COUNTS_CONFIG) -> tuple[list[int], list[float]]:
-    """Classify one event into ``(int counters, float counters)`` (storage order).
-
-    ``cost_usd`` counts on every kind except ``task_outcome`` (whose cost is a
-    task total that duplicates the per-call costs). ``errors`` counts
-    ``tool_call`` events with ``status == "error"``.
-
-    >>> from detectors.testing import Ev
-    >>> event_vector(Ev("incident", 0.0, severity="critical"))
-    ([0, 0, 1, 1, 0, 0, 0, 0, 1], [0.0, 0.0])
-    """
-    iv = [0] * NI
-    fv = [0.0] * NF
-    iv[8] = 1
-    kind = ev.kind
-    if kind == "tool_call":
-        iv[0] = 1
-        if ev.status == "error":
-            iv[4] = 1
-    elif kind == "llm_call":
-        iv[7] = 1
-    elif kind == "monitor_flag":
-        iv[1] = 1
-        lay = _layout(cfg)
-        fv[0] = lay.weights.get(ev.severity, lay.dw)
-    elif kind == "incident":
-        iv[2] = 1
-        if ev.severity == "critical":
-            iv[3] = 1
-    elif kind == "refusal":
-        iv[5] = 1
-    elif kind == "escalation":
-        iv[6] = 1
-    if kind != "task_outcome":
-        c = ev.cost_usd
-        if c:
-            fv[1] = float(c)
-    return iv, fv
-
-
-class _DeltaTracker:
-    """What was added since the last drain: head snapshot + sparse pending buckets."""
-
-    __slots__ = ("snap_b", "snap_i", "snap_f", "pending", "late0")
-
-    def __init__(self) -> None:
-        self.snap_b: Optional[int] = None
-        self.snap_i: list[int] = list(_ZI)
-        self.snap_f: list[float] = list(_ZF)
-        self.pending: dict[int, tuple[list[int], list[float]]] = {}
-        self.late0 = 0
-
-    def add(self, b: int, iv: Iterable[int], fv: Iterable[float]) -> None:
-        cur = self.pending.get(b)
-        if cur is None:
-            self.pending[b] = (list(iv), list(fv))
-        else:
-            ci, cf = cur
-            for k, x in enumerate(iv):
-                ci[k] += x
-            for k, x in enumerate(fv):
-                cf[k] += x
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "b": self.snap_b,
-            "si": list(self.snap_i),
-            "sf": list(self.snap_f),
-            "p": [[b, list(v[0]), list(v[1])] for b, v in sorted(self.pending.items())],
-            "l0": self.late0,
-        }
-
-    @classmethod
-    def from_state(cls, st: Mapping[str, Any]) -> "_DeltaTracker":
-        t = cls()
-        t.snap_b = st["b"]
-        t.snap_i = [int(x) for x in st["si"]]
-        t.snap_f = [float(x) for x in st["sf"]]
-        t.pending = {int(b): ([int(x) for x in iv], [float(x) for x in fv]) for b, iv, fv in st["p"]}
-        t.late0 = int(st["l0"])
-        return t
-
-
 class RollingCounts(Detector):
     """Event-time rolling counters of one scope (see module docstring)."""
 
-    __slots__ = ("_lay", "_wm", "_h0", "late", "_i", "_f", "_dt")
+    __slots__ = ("_lay", "_wm", "_h0", "late", "_i", "_f")
 
-    def __init__(self, config: Optional[CountsConfig] = None, *, track_delta: bool = False) -> None:
+    def __init__(self, config: Optional[CountsConfig] = None) -> None:
         lay = _layout(config or DEFAULT_COUNTS_CONFIG)
         self._lay = lay
         self._wm = -math.inf
@@ -231,7 +115,6 @@ class RollingCounts(Detector):
         self.late = 0
         self._i = array("I", bytes(4 * lay.isize))
         self._f = array(lay.ftc, bytes(lay.fsize * (4 if lay.ftc == "f" else 8)))
-        self._dt: Optional[_DeltaTracker] = _DeltaTracker() if track_delta else None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -349,8 +232,6 @@ class RollingCounts(Detector):
             if c > ht // g - n:
                 self._add_slot(j, c % n, iv, fv)
                 used = True
-        if self._dt is not None and used:
-            self._dt.add(b, iv, fv)
         return used
 
     def _slot_vec(self, j: int, slot: int) -> tuple[list[int], list[float]]:
@@ -366,16 +247,6 @@ class RollingCounts(Detector):
         assert a is not None
         L0 = lay.L0
         hi, hf = self._slot_vec(0, a % L0)
-        dt = self._dt
-        if dt is not None:
-            if dt.snap_b == a:
-                di = [x - y for x, y in zip(hi, dt.snap_i)]
-                df = [x - y for x, y in zip(hf, dt.snap_f)]
-            else:
-                di, df = hi, hf
-            if any(di) or any(df):
-                dt.add(a, di, df)
-            dt.snap_b = None
         ta, tb = a * lay.g0, b * lay.g0
         for j in range(1, len(lay.g)):
             g, n = lay.g[j], lay.n[j]
@@ -428,7 +299,7 @@ class RollingCounts(Detector):
 
     # ------------------------------------------------------------------ reads
     def window_vector(self, window_s: float, now: float) -> list[float]:
-        """Window totals in storage order (:data:`INT_KEYS` then :data:`FLOAT_KEYS`)."""
+        """Window totals in storage order (``INT_KEYS`` then ``FLOAT_KEYS`` of :mod:`detectors.keys`)."""
         h0 = self._h0
         if h0 is None:
             return [0.0] * (NI + NF)
@@ -451,24 +322,12 @@ class RollingCounts(Detector):
         return out
 
     def window_counts(self, window_s: float, now: float) -> dict[str, float]:
-        """Totals over the window ``window_s`` ending at ``now`` (epoch s), keys :data:`KEYS`.
+        """Totals over the window ``window_s`` ending at ``now`` (epoch s), keys ``detectors.keys.KEYS``.
 
         ``now`` earlier than the watermark is treated as the watermark.
         """
         v = self.window_vector(window_s, now)
-        return {
-            "tool_calls": float(v[0]),
-            "near_misses": float(v[1]),
-            "near_misses_weighted": float(v[9]),
-            "incidents": float(v[2]),
-            "incidents_critical": float(v[3]),
-            "errors": float(v[4]),
-            "refusals": float(v[5]),
-            "escalations": float(v[6]),
-            "llm_calls": float(v[7]),
-            "cost_usd": float(v[10]),
-            "events": float(v[8]),
-        }
+        return {k: float(v[i]) for k, i in _KEY_POS}
 
     def all_windows(self, now: float) -> dict[int, dict[str, float]]:
         """:meth:`window_counts` for every configured window and the budget period."""
@@ -500,121 +359,15 @@ class RollingCounts(Detector):
                 out.append((float(c * g), {k: d[k] for k in KEYS}))
         return out
 
-    # ------------------------------------------------------------------ deltas / merge
-    @property
-    def tracks_delta(self) -> bool:
-        return self._dt is not None
-
-    def drain_delta(self) -> "CountsDelta":
-        """Take what ``add_event``/``add_vector``/``merge(CountsDelta)`` added since the last drain.
-
-        Requires ``track_delta=True``. Cost is O(buckets touched), nothing is
-        paid per event. ``merge(RollingCounts)`` data is not tracked.
-        """
-        from detectors.delta import CountsDelta
-
-        dt = self._dt
-        if dt is None:
-            raise ValueError("RollingCounts(track_delta=True) is required for drain_delta()")
-        lay = self._lay
-        out = CountsDelta(g0=lay.g0)
-        for b, (iv, fv) in dt.pending.items():
-            out.add(b, iv, fv)
-        h0 = self._h0
-        if h0 is not None:
-            ci, cf = self._slot_vec(0, h0 % lay.L0)
-            if dt.snap_b == h0:
-                di = [x - y for x, y in zip(ci, dt.snap_i)]
-                df = [x - y for x, y in zip(cf, dt.snap_f)]
-            else:
-                di, df = ci, cf
-            if any(di) or any(df):
-                out.add(h0, di, df)
-            dt.snap_b, dt.snap_i, dt.snap_f = h0, ci, cf
-        dt.pending = {}
-        out.late = self.late - dt.late0
-        dt.late0 = self.late
-        out.watermark = self.watermark
-        return out
-
-    def merge(self, other: Union["RollingCounts", "CountsDelta"]) -> None:
-        """Add another scope's counts (``RollingCounts``) or a drained ``CountsDelta``.
-
-        Buckets are added wherever they still fit the rings (no lateness
-        rule: partitions' watermarks differ); what fits no ring is counted in
-        :attr:`late` (by its ``events`` counter). Watermark becomes the max.
-        """
-        from detectors.delta import CountsDelta
-
-        if isinstance(other, CountsDelta):
-            self._merge_delta(other)
-        elif isinstance(other, RollingCounts):
-            self._merge_counts(other)
-        else:
-            raise TypeError(f"cannot merge {type(other).__name__}")
-
-    def _merge_delta(self, d: "CountsDelta") -> None:
-        lay = self._lay
-        if d.g0 != lay.g0:
-            raise ValueError(f"delta bucket width {d.g0} != {lay.g0}")
-        for b in sorted(d.buckets):
-            iv, fv = d.buckets[b]
-            if not self._add_bucket(b, iv, fv):
-                self.late += int(iv[8])
-        if d.watermark is not None and d.watermark > self._wm:
-            self._wm = d.watermark
-        self.late += d.late
-
-    def _merge_counts(self, o: "RollingCounts") -> None:
-        lay = self._lay
-        if o._lay.levels != lay.levels:
-            raise ValueError("cannot merge RollingCounts with different levels")
-        if o._h0 is None:
-            self.late += o.late
-            return
-        H = o._h0 if self._h0 is None or o._h0 > self._h0 else self._h0
-        if self._h0 is None:
-            self._h0 = H
-        elif H > self._h0:
-            self._advance(H)
-        oh = o._h0
-        # coarse levels: other's rings already hold everything but its head
-        for j in range(1, len(lay.g)):
-            g, n = lay.g[j], lay.n[j]
-            ohead, shead = (oh * lay.g0) // g, (H * lay.g0) // g
-            for c in range(max(ohead - n, shead - n) + 1, ohead + 1):
-                iv, fv = o._slot_vec(j, c % n)
-                if any(iv) or any(fv):
-                    self._add_slot(j, c % n, iv, fv)
-        # fine level: other's buckets; its head is pending there, so it must
-        # reach our coarse rings too unless it is our head as well
-        L0 = lay.L0
-        for b in range(max(oh - L0, H - L0) + 1, oh + 1):
-            iv, fv = o._slot_vec(0, b % L0)
-            if not (any(iv) or any(fv)):
-                continue
-            self._add_slot(0, b % L0, iv, fv)
-        if oh < H:
-            iv, fv = o._slot_vec(0, oh % L0)
-            t, ht = oh * lay.g0, H * lay.g0
-            for j in range(1, len(lay.g)):
-                g, n = lay.g[j], lay.n[j]
-                c = t // g
-                if c > ht // g - n:
-                    self._add_slot(j, c % n, iv, fv)
-        if o._wm > self._wm:
-            self._wm = o._wm
-        self.late += o.late
-
     # ------------------------------------------------------------------ state
     def to_state(self) -> dict[str, Any]:
-        """``{"v", "levels", "ft", "wm", "h0", "late", "i", "f", "dt"}`` (plain JSON).
+        """``{"v", "levels", "ft", "wm", "h0", "late", "i", "f"}`` (plain JSON).
 
         ``i``/``f`` are the raw rings (bucket-major, ``len(INT_KEYS)`` resp.
         ``len(FLOAT_KEYS)`` values per bucket, levels concatenated finest
         first; slot of bucket ``c`` in level ``j`` is ``c % n_j``). ``h0`` is
-        the fine head bucket index (``ts // g0``). ``dt`` is the delta
-        tracker or ``None``.
+        the fine head bucket index (``ts // g0``). States written with a
+        ``"dt"`` entry (the former delta tracker) load; the entry is ignored.
         """
         lay = self._lay
         return {
@@ -626,7 +379,6 @@ class RollingCounts(Detector):
             "late": self.late,
             "i": self._i.tolist(),
             "f": self._f.tolist(),
-            "dt": None if self._dt is None else self._dt.to_state(),
         }
 
     @classmethod
@@ -647,9 +399,5 @@ class RollingCounts(Detector):
         self._f = array(lay.ftc, state["f"])
         if len(self._i) != lay.isize or len(self._f) != lay.fsize:
             raise StateError("RollingCounts state has wrong ring sizes")
-        dt = state.get("dt")
-        self._dt = None if dt is None else _DeltaTracker.from_state(dt)
         return self
 
-
-from detectors.delta import CountsDelta  # noqa: E402  (re-export for type hints)

@@ -67,35 +67,6 @@ SIGNALS: dict[str, Optional[float]] = {
 _log = math.log
 
 
-class _Sig(Adwin):
-    """An ADWIN plus the per-signal report cooldown (one Python call per update)."""
-
-    __slots__ = ("cool",)
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.cool = 0
-
-    def feed(self, x: float, cooldown: int) -> Optional[tuple[float, float]]:
-        self.n += 1
-        self.s += x
-        if self._core.update(x):
-            w = int(self._core.get_width())
-            t = float(self._core.get_total())
-            dn = self.n - w
-            before = (self.s - t) / dn if dn > 0 else math.nan
-            after = t / w if w else math.nan
-            self.n, self.s = w, t
-            if self.cool:
-                self.cool -= 1
-                return None
-            self.cool = cooldown
-            return (before, after)
-        if self.cool:
-            self.cool -= 1
-        return None
-
-
 class AgentDrift(Detector):
     """All drift detectors of one agent. ``update(ev) -> list[DriftReport]``."""
 
@@ -103,17 +74,18 @@ class AgentDrift(Detector):
 
     def __init__(self, config: Optional[DriftConfig] = None) -> None:
         self._cfg = config or DriftConfig()
-        self._sig: dict[str, _Sig] = {}
+        self._sig: dict[str, Adwin] = {}
         self.mix = ToolMix(self._cfg)
 
-    def _new(self, name: str) -> _Sig:
+    def _new(self, name: str) -> Adwin:
         c = self._cfg
-        s = self._sig[name] = _Sig(c.delta, c.clock, c.max_buckets, c.min_window_length, c.grace_period)
+        s = self._sig[name] = Adwin(c.delta, c.clock, c.max_buckets, c.min_window_length, c.grace_period,
+                                    cooldown=c.cooldown)
         return s
 
     def _feed(self, name: str, x: float, ts: float, out: list[DriftReport]) -> None:
         s = self._sig.get(name) or self._new(name)
-        r = s.feed(x, self._cfg.cooldown)
+        r = s.update(x)
         if r is not None:
             out.append(self._report(name, r[0], r[1], ts))
 
@@ -136,11 +108,10 @@ class AgentDrift(Detector):
         lg = self._cfg.log_transform
         if kind == "tool_call":
             sig = self._sig
-            cd = self._cfg.cooldown
-            r = (sig.get("near_miss_rate") or self._new("near_miss_rate")).feed(0.0, cd)
+            r = (sig.get("near_miss_rate") or self._new("near_miss_rate")).update(0.0)
             if r is not None:
                 out.append(self._report("near_miss_rate", r[0], r[1], ts))
-            r = (sig.get("refusal_rate") or self._new("refusal_rate")).feed(0.0, cd)
+            r = (sig.get("refusal_rate") or self._new("refusal_rate")).update(0.0)
             if r is not None:
                 out.append(self._report("refusal_rate", r[0], r[1], ts))
             x = ev.latency_ms
@@ -183,7 +154,7 @@ class AgentDrift(Detector):
         """``{"v", "sig": {signal: {"ad": Adwin state, "cool": int}}, "mix": ToolMix state}``."""
         return {
             "v": self.STATE_VERSION,
-            "sig": {k: {"ad": Adwin.to_state(s), "cool": s.cool} for k, s in sorted(self._sig.items())},
+            "sig": {k: {"ad": s.to_state(), "cool": s.cool} for k, s in sorted(self._sig.items())},
             "mix": self.mix.to_state(),
         }
 
@@ -196,7 +167,8 @@ class AgentDrift(Detector):
             if k not in SIGNALS:
                 continue
             try:
-                sg = _Sig.from_state(v["ad"])
+                sg = Adwin.from_state(v["ad"])
+                sg.cooldown = self._cfg.cooldown
                 sg.cool = int(v["cool"])
                 self._sig[k] = sg
             except StateError:

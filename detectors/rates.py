@@ -1,15 +1,16 @@
 """Rates with uncertainty: Wilson / Jeffreys intervals, Beta exceedance, Poisson (Garwood).
 
-Read-time helpers (scipy is imported lazily, never on the per-event path).
+Read-time helpers (scipy is imported lazily, never on the per-event path). The one Wilson
+score formula and the one normal quantile (:func:`z_value`) of the code base live here:
+``breakers.evaluate`` (budgets' minimum evidence) and the worker's near-miss intervals use them.
 
 >>> est = rate_estimate(10, 40, objective=0.05)
 >>> round(est.rate, 3), round(est.lower, 4), round(est.upper, 4)
 (0.25, 0.1419, 0.4019)
 >>> est.p_exceeds > 0.999
 True
->>> rule = EvidenceRule(min_trials=30, min_successes=3)
->>> rule.exceeded(1, 2, 0.05), rule.exceeded(10, 40, 0.05)
-(False, True)
+>>> round(wilson_lower(10, 40, 0.95), 3)   # one-sided: what budgets' minimum evidence uses
+0.156
 >>> lo, hi = poisson_interval(0)
 >>> lo, round(hi, 4)
 (0.0, 3.6889)
@@ -25,9 +26,9 @@ from typing import Optional
 
 __all__ = [
     "RateEstimate",
-    "EvidenceRule",
     "rate_estimate",
     "wilson_interval",
+    "wilson_lower",
     "jeffreys_interval",
     "beta_exceedance",
     "poisson_interval",
@@ -39,30 +40,52 @@ JEFFREYS = (0.5, 0.5)
 
 
 @lru_cache(maxsize=64)
-def z_value(confidence: float) -> float:
-    """Two-sided standard-normal quantile, e.g. 1.96 for 0.95."""
+def z_value(confidence: float, sides: int = 2) -> float:
+    """Standard-normal quantile of a ``confidence`` level, two-sided (1.96 for 0.95) or one-sided (1.645).
+
+    >>> round(z_value(0.95), 3), round(z_value(0.95, sides=1), 3)
+    (1.96, 1.645)
+    """
     if not 0.0 < confidence < 1.0:
         raise ValueError("confidence must be in (0, 1)")
-    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    if sides == 2:
+        return NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    if sides == 1:
+        return NormalDist().inv_cdf(confidence)
+    raise ValueError("sides must be 1 or 2")
+
+
+def _wilson(k: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson score bounds of ``k`` successes in ``n > 0`` trials at normal quantile ``z``."""
+    p = min(max(k / n, 0.0), 1.0)
+    z2 = z * z
+    den = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / den
+    half = z * math.sqrt(max(p * (1 - p) / n + z2 / (4 * n * n), 0.0)) / den
+    return center - half, center + half
 
 
 def wilson_interval(k: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for ``k`` successes in ``n`` trials (``(0, 1)`` if ``n == 0``).
+    """Two-sided Wilson score interval for ``k`` successes in ``n`` trials (``(0, 1)`` if ``n == 0``).
 
     >>> tuple(round(x, 4) for x in wilson_interval(1, 2))
     (0.0945, 0.9055)
     """
     if n <= 0:
         return (0.0, 1.0)
-    z = z_value(confidence)
-    p = k / n
-    z2 = z * z
-    den = 1.0 + z2 / n
-    center = (p + z2 / (2 * n)) / den
-    half = z * math.sqrt(max(p * (1 - p) / n + z2 / (4 * n * n), 0.0)) / den
-    lo = 0.0 if k <= 0 else max(0.0, center - half)
-    hi = 1.0 if k >= n else min(1.0, center + half)
-    return (lo, hi)
+    lo, hi = _wilson(k, n, z_value(confidence))
+    return (0.0 if k <= 0 else max(0.0, lo), 1.0 if k >= n else min(1.0, hi))
+
+
+def wilson_lower(k: float, n: float, confidence: float) -> float:
+    """One-sided Wilson score lower bound: the rate is above it with probability ``confidence``.
+
+    >>> wilson_lower(0, 0, 0.95), 0 < wilson_lower(1, 2, 0.95) < 0.5
+    (0.0, True)
+    """
+    if n <= 0:
+        return 0.0
+    return max(0.0, _wilson(k, n, z_value(confidence, sides=1))[0])
 
 
 def jeffreys_interval(k: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
@@ -129,35 +152,6 @@ def rate_estimate(
         raise ValueError(f"unknown method {method!r}")
     pe = None if objective is None else beta_exceedance(k, n, objective, prior)
     return RateEstimate(float(k), float(n), rate, lo, hi, pe)
-
-
-@dataclass(frozen=True)
-class EvidenceRule:
-    """Minimum evidence before a rate may be declared above its objective.
-
-    Exceeded iff ``trials >= min_trials`` and ``successes >= min_successes``
-    and the lower confidence bound (``method``) is above the objective; if
-    ``min_p_exceeds`` is set, the Beta posterior P(rate > objective) must
-    reach it as well.
-    """
-
-    min_trials: float = 30
-    min_successes: float = 3
-    confidence: float = 0.95
-    method: str = "wilson"
-    min_p_exceeds: Optional[float] = None
-
-    def enough(self, k: float, n: float) -> bool:
-        """Enough data to judge at all."""
-        return n >= self.min_trials and k >= self.min_successes
-
-    def exceeded(self, k: float, n: float, objective: float) -> bool:
-        if not self.enough(k, n):
-            return False
-        est = rate_estimate(k, n, objective if self.min_p_exceeds is not None else None, self.confidence, self.method)
-        if est.lower <= objective:
-            return False
-        return self.min_p_exceeds is None or (est.p_exceeds or 0.0) >= self.min_p_exceeds
 
 
 def poisson_interval(k: float, confidence: float = 0.95) -> tuple[float, float]:

@@ -23,11 +23,11 @@ At most ``max_tools`` distinct tools are tracked; others count as ``"~other"``.
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from typing import Any, Mapping, Optional
 
 from detectors.base import Detector
 from detectors.config import DriftConfig
+from detectors.rates import z_value
 from detectors.types import DriftReport
 
 __all__ = ["ToolMix", "jensen_shannon", "g_test", "chi2_critical"]
@@ -45,9 +45,9 @@ def chi2_critical(dof: int, alpha: float) -> float:
     key = (dof, alpha)
     v = _CRIT.get(key)
     if v is None:
-        z = NormalDist().inv_cdf(1.0 - alpha)
+        z = z_value(1.0 - alpha, sides=1)
         if dof == 1:  # exact: chi2_1 = Z^2
-            v = NormalDist().inv_cdf(1.0 - alpha / 2) ** 2
+            v = z_value(1.0 - alpha) ** 2
         elif dof == 2:  # exact: sf(x) = exp(-x / 2)
             v = -2.0 * math.log(alpha)
         else:

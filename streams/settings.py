@@ -3,17 +3,25 @@
 Precedence: explicit CLI flags > environment (``TRIPWIRE_BROKER``, ``TRIPWIRE_WEB_PORT``,
 nested with ``__`` e.g. ``TRIPWIRE_TOPICS__TRACES``) > config file (``--config`` or
 ``TRIPWIRE_CONFIG``) > defaults.
+
+This module is the only home of defaults: the CLI's options name the same ``TRIPWIRE_*``
+variables (click ``envvar=``) and show the defaults of :data:`DEFAULTS`.
+
+>>> DEFAULTS.broker, DEFAULTS.topics.traces, DEFAULTS.web_url
+('kafka://127.0.0.1:19092', 'agent-traces', 'http://127.0.0.1:6066')
 """
 
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from streams.engine.tuning import EngineTuning
 from streams.kafka.security import KafkaSecurity
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +38,85 @@ class Topics(BaseModel):
     otlp: str = "otlp_spans"
     #: internal: cross-agent scope counts per trace partition, shared between workers (compacted)
     scope_partials: str = "scope-partials"
+
+
+def bootstrap_of(url: str) -> str:
+    """host:port[,host:port] of a broker URL.
+
+    >>> bootstrap_of("kafka://a:9092;b:9092"), bootstrap_of("127.0.0.1:19092")
+    ('a:9092,b:9092', '127.0.0.1:19092')
+    """
+    return url.split("://", 1)[-1].replace(";", ",")
+
+
+class DrillSLO(BaseModel):
+    """Drill step SLOs in seconds: the ``drill_slo:`` block of the settings.
+
+    Env ``TRIPWIRE_DRILL_SLO__OPEN_S`` (nested, like every block) or ``TRIPWIRE_DRILL_SLO_OPEN_S``
+    (documented in docs/drills.md), a YAML file (``--slo-file``) or flags.
+
+    >>> DrillSLO.load(open_s=20).open_s, DrillSLO().deny_s
+    (20.0, 1.0)
+    """
+
+    model_config = {"extra": "forbid"}
+
+    open_s: float = Field(10.0, gt=0, description="spike start → breaker open (and detection)")
+    deny_s: float = Field(1.0, gt=0, description="breaker open → authz denies")
+    alert_s: float = Field(30.0, gt=0, description="breaker open → alert in Alertmanager; reset → resolved")
+    recovery_s: float = Field(10.0, gt=0, description="reset → closed on breaker-state and authz allows")
+    grace_s: float = Field(5.0, ge=0, description="keep waiting this long past an SLO to report the real time")
+    settle_s: float = Field(6.0, ge=0, description="reset no earlier than this after the spike (workers evaluate "
+                            "good-only events every 5 s), and watch this long after recovery that it stays closed")
+
+    @classmethod
+    def load(cls, file: str | os.PathLike[str] | None = None, **overrides: float | None) -> DrillSLO:
+        """Defaults < YAML file (top level or under ``drill_slo:``) < env < explicit overrides.
+
+        Raises ``ValueError`` (pydantic's ValidationError is one) on a malformed file or value.
+        """
+        import yaml
+
+        data: dict[str, Any] = {}
+        if file is not None:
+            doc = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
+            if not isinstance(doc, dict):
+                raise ValueError(f"{file}: expected a mapping of SLOs")
+            data = dict(doc.get("drill_slo", doc))
+        data.update(drill_slo_env(os.environ))
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+def drill_slo_env(environ: Any) -> dict[str, str]:
+    """The drill SLOs set in ``environ``: ``TRIPWIRE_DRILL_SLO_<FIELD>`` or ``TRIPWIRE_DRILL_SLO__<FIELD>``.
+
+    >>> drill_slo_env({"TRIPWIRE_DRILL_SLO_DENY_S": "3", "TRIPWIRE_DRILL_SLO__OPEN_S": "9", "OTHER": "x"})
+    {'deny_s': '3', 'open_s': '9'}
+    """
+    prefix = "TRIPWIRE_DRILL_SLO_"
+    out: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.upper().startswith(prefix):
+            name = key[len(prefix):].lstrip("_").lower()
+            if name in DrillSLO.model_fields:
+                out[name] = value
+    return out
+
+
+class _DrillSLOEnv(PydanticBaseSettingsSource):
+    """Settings source for the single-underscore ``TRIPWIRE_DRILL_SLO_<FIELD>`` spelling."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = drill_slo_env(os.environ)
+        return {"drill_slo": values} if values else {}
+
+
+#: the YAML file of the settings being built (``load_settings(config=…)``), else ``$TRIPWIRE_CONFIG``
+_config_file: ContextVar[str | None] = ContextVar("tripwire_config_file", default=None)
 
 
 class Settings(BaseSettings):
@@ -97,6 +184,9 @@ class Settings(BaseSettings):
     alertmanager_url: str | None = Field(None, description="Alertmanager base URL for escalation pages")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     uvloop: bool = Field(True, description="run the worker on uvloop when it is installed")
+    drill_slo: DrillSLO = Field(default_factory=DrillSLO, description="step SLOs of `tripwire drill` (seconds)")
+    engine: EngineTuning = Field(default_factory=EngineTuning,
+                                 description="evaluation pacing and memory caps of the decision engine")
 
     @field_validator("broker")
     @classmethod
@@ -121,7 +211,12 @@ class Settings(BaseSettings):
     @property
     def bootstrap(self) -> str:
         """host:port[,host:port] for kafka-python/aiokafka clients."""
-        return self.broker.split("://", 1)[1].replace(";", ",")
+        return bootstrap_of(self.broker)
+
+    @property
+    def web_url(self) -> str:
+        """Base URL of this worker's HTTP API."""
+        return f"http://{self.web_host}:{self.web_port}"
 
     @classmethod
     def settings_customise_sources(
@@ -132,15 +227,23 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("TRIPWIRE_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, _DrillSLOEnv(settings_cls)]
+        config_file = _config_file.get() or os.environ.get("TRIPWIRE_CONFIG")
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
 
 
+#: every field at its default (no environment, no file): what the CLI shows as defaults
+DEFAULTS = Settings.model_construct()
+
+
 def load_settings(config: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
-    """Settings from env + optional YAML file, with CLI ``overrides`` (None values ignored)."""
-    if config is not None:
-        os.environ["TRIPWIRE_CONFIG"] = str(config)
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings from env + optional YAML file ``config`` (else ``$TRIPWIRE_CONFIG``), with CLI ``overrides``
+    (None values ignored). The file is handed to the settings sources directly: the process environment is
+    left as it was, so a later ``Settings()`` or a child process does not silently inherit it."""
+    token = _config_file.set(str(config) if config is not None else None)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _config_file.reset(token)

@@ -1,5 +1,5 @@
 """``python -m streams.cli`` runs the ``tripwire`` command."""
 
-from streams.cli.main import main
+from streams.cli import main
 
 main()

@@ -21,9 +21,11 @@ from urllib.parse import quote
 import click
 import httpx
 
-DEFAULT_API = "http://127.0.0.1:6066"
-DEFAULT_BROKER = "kafka://127.0.0.1:19092"
-TOKEN_FILE = Path(".tripwire") / "admin.token"
+from breakers.state_machine import STATES
+from streams.cli.options import DEFAULT_API, setting_option
+from streams.settings import DEFAULTS
+
+TOKEN_FILE = DEFAULTS.data_dir / "admin.token"
 #: the least role each command needs (mirrors breakers.operators.PERMISSIONS), for 403 messages
 NEEDED_ROLE = {"list": "viewer", "show": "viewer", "force-open": "operator", "reset": "operator",
                "approve": "operator"}
@@ -156,8 +158,8 @@ def _state_text(state: str) -> str:
 
 # ------------------------------------------------------------------ breakers
 @click.group()
-@click.option("--api", default=lambda: os.environ.get("TRIPWIRE_API", DEFAULT_API), show_default=DEFAULT_API,
-              help="Worker API base URL (env TRIPWIRE_API).")
+@click.option("--api", envvar="TRIPWIRE_API", show_envvar=True, default=DEFAULT_API, show_default=True,
+              help="Worker API base URL.")
 @click.option("--token", default=None, help="Operator bearer token (else env TRIPWIRE_TOKEN, else "
               ".tripwire/admin.token written by `tripwire up`).")
 @click.pass_context
@@ -167,7 +169,7 @@ def breakers(ctx: click.Context, api: str, token: str | None) -> None:
 
 
 @breakers.command("list")
-@click.option("--state", type=click.Choice(["closed", "shadow", "escalated", "half_open", "open", "forced_open"]),
+@click.option("--state", type=click.Choice(STATES),
               help="Only breakers in this state.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
@@ -284,29 +286,25 @@ def breakers_approve(ctx: click.Context, scope: str, reason: str, ttl: str | Non
 
 # ------------------------------------------------------------------ incidents
 @click.group()
-@click.option("--broker", default=lambda: os.environ.get("TRIPWIRE_BROKER", DEFAULT_BROKER),
-              show_default=DEFAULT_BROKER, help="Kafka bootstrap URL (env TRIPWIRE_BROKER); TLS/SASL from TRIPWIRE_KAFKA__*.")
-@click.option("--topic", default=lambda: os.environ.get("TRIPWIRE_TOPICS__BREAKER_EVENTS", "breaker-events"),
-              show_default="breaker-events", help="The audit topic (env TRIPWIRE_TOPICS__BREAKER_EVENTS).")
+@setting_option("--broker", setting="broker", help="Kafka bootstrap URL; TLS/SASL from TRIPWIRE_KAFKA__*.")
+@setting_option("--topic", setting="topics.breaker_events", help="The audit topic.")
 @click.option("--timeout", default=15.0, show_default=True, help="Seconds to wait for the broker / topic.")
 @click.pass_context
-def incidents(ctx: click.Context, broker: str, topic: str, timeout: float) -> None:
+def incidents(ctx: click.Context, broker: str | None, topic: str | None, timeout: float) -> None:
     """Incidents rebuilt from the breaker-events audit log."""
-    ctx.obj = {"bootstrap": broker.split("://", 1)[-1].replace(";", ","), "topic": topic, "timeout": timeout}
-
-
-def _security() -> Any:
-    from streams.cli.main import kafka_security
-
-    return kafka_security()
+    ctx.obj = {"broker": broker, "topic": topic, "timeout": timeout}
 
 
 def _load(ctx: click.Context) -> Any:
+    """The incident log, read with the settings (flags > env > config file > defaults)."""
+    from streams.cli.options import cli_settings, kafka_security
     from streams.ops.incidents import IncidentsReadError, load_incidents
 
     o = ctx.obj
+    settings = cli_settings(broker=o["broker"], topics={"breaker_events": o["topic"]} if o["topic"] else None)
+    o["topic"] = settings.topics.breaker_events
     try:
-        return load_incidents(o["bootstrap"], o["topic"], o["timeout"], _security())
+        return load_incidents(settings.bootstrap, o["topic"], o["timeout"], kafka_security(settings))
     except IncidentsReadError as exc:
         _fail(str(exc))
 

@@ -20,15 +20,14 @@ from typing import Any
 
 import click
 
-BROKER_DEFAULT = "kafka://127.0.0.1:19092"
-API_DEFAULT = "http://127.0.0.1:6066"
-
+from streams.cli.options import DEFAULT_API, setting_option
+from streams.settings import DEFAULTS
 
 # ---------------------------------------------------------------------------------- embedded stack
 
 @dataclass
 class EmbeddedStack:
-    """A broker and N ``tripwire worker`` processes started by the drill (``--embedded``)."""
+    """A broker and N ``tripwire worker`` processes started by the drill (``--embedded``), on the dev stack."""
 
     data_dir: Path
     workers: int = 1
@@ -37,57 +36,38 @@ class EmbeddedStack:
     procs: list[Any] = field(default_factory=list)
     webs: list[str] = field(default_factory=list)
     token: str = ""
+    dev: Any = None
 
     def start(self, say: Any = lambda m: None) -> None:
-        import httpx
-
         from breakers.operators import generate_token, hash_token
-        from streams.kafka.broker import EmbeddedBroker
-        from streams.ops.procutil import free_port, spawn_guarded, wait_until
-        from streams.settings import Settings
-        from streams.kafka.topics import ensure_topics
+        from streams.ops.devstack import DEV_PARTITIONS, DevStack, WorkerExited, topics_env
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.broker = EmbeddedBroker(self.data_dir)
+        self.dev = DevStack(self.data_dir)
+        self.broker = self.dev.broker
         say(f"starting the embedded broker on {self.broker.bootstrap}")
-        self.broker.start()
-        ensure_topics(Settings(broker=self.broker.url, partitions=4))
+        self.dev.start_broker()
+        self.dev.create_topics(DEFAULTS.model_copy(update={"partitions": DEV_PARTITIONS}))
         self.token = generate_token()
-        env = dict(os.environ)
-        env.update({"TRIPWIRE_OPERATORS": json.dumps([{"name": "drill-admin", "role": "admin",
-                                                       "token_sha256": hash_token(self.token)}]),
-                    "TRIPWIRE_APP_ID": "tripwire-drill", "PYTHONUNBUFFERED": "1"})
+        env = {**topics_env(DEFAULTS.topics),
+               "TRIPWIRE_OPERATORS": json.dumps([{"name": "drill-admin", "role": "admin",
+                                                  "token_sha256": hash_token(self.token)}]),
+               "TRIPWIRE_APP_ID": "tripwire-drill", "PYTHONUNBUFFERED": "1"}
         if self.alertmanager:
             env["TRIPWIRE_ALERTMANAGER_URL"] = self.alertmanager
         for i in range(self.workers):
-            port = free_port()
-            argv = [sys.executable, "-m", "streams.cli", "worker", "--broker", self.broker.url,
-                    "--web-port", str(port), "--data-dir", str(self.data_dir / f"w{i}"), "--partitions", "4"]
-            with open(self.data_dir / f"worker-{i}.log", "ab") as fh:
-                self.procs.append(spawn_guarded(argv, stdout=fh, stderr=fh, env=env))
-            self.webs.append(f"http://127.0.0.1:{port}")
+            self.dev.add_worker(data_dir=self.data_dir / f"w{i}", log=self.data_dir / f"worker-{i}.log", env=env,
+                                partitions=DEV_PARTITIONS)
+        self.procs = [w.proc for w in self.dev.workers]
+        self.webs = self.dev.webs
         say(f"starting {self.workers} worker(s); logs in {self.data_dir}")
-
-        def ready() -> bool:
-            for p, web in zip(self.procs, self.webs):
-                if p.poll() is not None:
-                    raise click.ClickException(f"a worker exited with code {p.returncode}; see {self.data_dir}")
-                try:
-                    if httpx.get(f"{web}/readyz", timeout=1).status_code != 200:
-                        return False
-                except httpx.HTTPError:
-                    return False
-            return True
-
-        wait_until(ready, timeout=120, interval=0.25, what="the drill's workers to become ready")
+        try:
+            self.dev.wait_ready(timeout=120)
+        except WorkerExited as exc:
+            raise click.ClickException(f"a worker exited: {exc}") from None
 
     def stop(self) -> None:
-        from streams.ops.procutil import stop_process
-
-        for p in self.procs:
-            stop_process(p, timeout=5)
-        if self.broker is not None:
-            self.broker.stop()
+        if self.dev is not None:
+            self.dev.stop(worker_timeout=5)
 
 
 def _has_agent(web: str, agent: str) -> bool:
@@ -229,14 +209,14 @@ def restart_broker_hooks(stack: EmbeddedStack, outage_s: float = 5.0, ready_slo_
               "(a fresh agent id per run, so drills never see each other's windows).")
 @click.option("--profile", type=click.Choice(["near-miss-spike", "incident-burst", "drift"]),
               default="near-miss-spike", show_default=True)
-@click.option("--broker", default=lambda: os.environ.get("TRIPWIRE_BROKER", BROKER_DEFAULT),
-              show_default=BROKER_DEFAULT, help="Kafka bootstrap URL of the deployment; TLS/SASL from TRIPWIRE_KAFKA__*.")
-@click.option("--api", default=lambda: os.environ.get("TRIPWIRE_API", API_DEFAULT), show_default=API_DEFAULT,
+@setting_option("--broker", setting="broker",
+                help="Kafka bootstrap URL of the deployment; TLS/SASL from TRIPWIRE_KAFKA__*.")
+@click.option("--api", envvar="TRIPWIRE_API", show_envvar=True, default=DEFAULT_API, show_default=True,
               help="A worker's HTTP base URL (authz, operator API).")
-@click.option("--alertmanager", default=lambda: os.environ.get("TRIPWIRE_ALERTMANAGER_URL") or None,
-              help="Alertmanager base URL; without it the alert steps are SKIPPED.")
+@setting_option("--alertmanager", setting="alertmanager_url", show_default=False,
+                help="Alertmanager base URL; without it the alert steps are SKIPPED.")
 @click.option("--token", help="Operator token for the reset (else env TRIPWIRE_TOKEN, else .tripwire/admin.token).")
-@click.option("--token-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".tripwire"),
+@click.option("--token-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULTS.data_dir,
               show_default=True, help="Where admin.token is looked for.")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("drill-reports"),
               show_default=True)
@@ -247,26 +227,28 @@ def restart_broker_hooks(stack: EmbeddedStack, outage_s: float = 5.0, ready_slo_
 @click.option("--slo-alert", type=float, help="Override: open → alert (and reset → resolved), seconds.")
 @click.option("--slo-recovery", type=float, help="Override: reset → closed / allowed, seconds.")
 @click.option("--grace", type=float, help="Keep waiting this long past an SLO to report the real time.")
-@click.option("--traces-topic", default=lambda: os.environ.get("TRIPWIRE_TOPICS__TRACES", "agent-traces"))
-@click.option("--state-topic", default=lambda: os.environ.get("TRIPWIRE_TOPICS__BREAKER_STATE", "breaker-state"))
-@click.option("--events-topic", default=lambda: os.environ.get("TRIPWIRE_TOPICS__BREAKER_EVENTS", "breaker-events"))
+@setting_option("--traces-topic", setting="topics.traces")
+@setting_option("--state-topic", setting="topics.breaker_state")
+@setting_option("--events-topic", setting="topics.breaker_events")
 @click.option("--embedded", is_flag=True, help="Start an embedded broker and workers for this drill.")
 @click.option("--kill-worker", is_flag=True, help="Chaos (needs --embedded): two workers, SIGKILL the drill "
               "agent's owner after the spike; the drill must pass through the survivor.")
 @click.option("--restart-broker", is_flag=True, help="Chaos (needs --embedded): once the breaker acts, kill the "
               "memory-only embedded broker and start it again; authz must keep denying and the workers recover.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of the table.")
-def drill(scope: str | None, profile: str, broker: str, api: str, alertmanager: str | None, token: str | None,
-          token_dir: Path, report_dir: Path, slo_file: Path | None, slo_open: float | None, slo_deny: float | None,
-          slo_alert: float | None, slo_recovery: float | None, grace: float | None, traces_topic: str,
-          state_topic: str, events_topic: str, embedded: bool, kill_worker: bool, restart_broker: bool,
-          as_json: bool) -> None:
+def drill(scope: str | None, profile: str, broker: str | None, api: str, alertmanager: str | None,
+          token: str | None, token_dir: Path, report_dir: Path, slo_file: Path | None, slo_open: float | None,
+          slo_deny: float | None, slo_alert: float | None, slo_recovery: float | None, grace: float | None,
+          traces_topic: str | None, state_topic: str | None, events_topic: str | None, embedded: bool,
+          kill_worker: bool, restart_broker: bool, as_json: bool) -> None:
     """Run a circuit-breaker drill and report PASS/FAIL per step (exit 1 on any FAIL)."""
     from rich.console import Console
 
-    from streams.ops import drill_report
-    from streams.ops.drill import Drill, DrillConfig, DrillError, DrillSLO, Topics, find_token, report_result
+    from streams.cli.options import cli_settings, kafka_security
     from streams.kafka.security import KafkaSecurity
+    from streams.ops import drill_report
+    from streams.ops.drill import Drill, DrillConfig, DrillError, find_token, report_result
+    from streams.settings import DrillSLO
 
     console = Console(stderr=as_json)
     if kill_worker and not embedded:
@@ -290,21 +272,21 @@ def drill(scope: str | None, profile: str, broker: str, api: str, alertmanager: 
         except Exception:
             stack.stop()
             raise
-        broker, api, token = stack.broker.url, stack.webs[-1], stack.token
-        traces_topic, state_topic, events_topic = "agent-traces", "breaker-state", "breaker-events"
+        api, token = stack.webs[-1], stack.token
+        bootstrap, topics = stack.broker.bootstrap, DEFAULTS.topics
+        security = KafkaSecurity()  # the embedded broker is loopback plaintext
         if kill_worker:
             hooks = kill_worker_hooks(stack)
         elif restart_broker:
             hooks = restart_broker_hooks(stack)
     else:
         token = find_token(token, dict(os.environ), token_dir)
-    bootstrap = broker.split("://", 1)[-1].replace(";", ",")
-    from streams.cli.main import kafka_security
-
-    security = KafkaSecurity() if stack is not None else kafka_security()  # the embedded broker is loopback plaintext
+        chosen = {"traces": traces_topic, "breaker_state": state_topic, "breaker_events": events_topic}
+        settings = cli_settings(broker=broker, topics={k: v for k, v in chosen.items() if v} or None)
+        bootstrap, topics, security = settings.bootstrap, settings.topics, kafka_security(settings)
+    events_topic = topics.breaker_events
     config = DrillConfig(bootstrap=bootstrap, api=api, alertmanager=alertmanager, scope=scope, profile=profile,
-                         token=token, security=security, topics=Topics(traces=traces_topic, breaker_state=state_topic,
-                                                    breaker_events=events_topic), slo=slo)
+                         token=token, security=security, topics=topics, slo=slo)
     try:
         with console.status("starting the drill") as status:
             def on_step(step: Any) -> None:

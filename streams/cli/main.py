@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,34 +10,10 @@ from typing import Any
 import click
 
 from streams import __version__
-
-BROKER_HELP = ("Kafka bootstrap URL, e.g. kafka://127.0.0.1:19092 (env TRIPWIRE_BROKER); TLS/SASL from "
-               "TRIPWIRE_KAFKA__* or the config file's kafka: block (docs/deploy.md#tls-and-sasl)")
-
-
-def _settings(**overrides: Any) -> Any:
-    from pydantic import ValidationError
-
-    from streams.settings import load_settings
-
-    config = overrides.pop("config", None)
-    try:
-        return load_settings(config, **overrides)
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid configuration:\n{exc}") from None
-
-
-def kafka_security() -> Any:
-    """TLS/SASL for the CLI's own Kafka clients, from ``TRIPWIRE_KAFKA__*`` or the ``kafka:`` block of
-    ``$TRIPWIRE_CONFIG`` (the worker's settings); certificate files are loaded now, so a bad one fails here."""
-    from streams.kafka.security import KafkaSecurityError
-
-    security = _settings().kafka
-    try:
-        security.ssl_context  # noqa: B018 - load the CA and client certificate once, up front
-    except KafkaSecurityError as exc:
-        raise click.ClickException(f"Kafka TLS: {exc}") from None
-    return security
+from streams.cli.options import BROKER_HELP, cli_settings, kafka_security, setting_option
+from streams.ops.devstack import DEV_PARTITIONS
+from streams.ops.traffic import DEFAULT_FIRST_BAD_AFTER_S, DEFAULT_RATE, DEFAULT_SEED
+from streams.settings import DEFAULTS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -52,50 +27,53 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--broker-port", default=19092, show_default=True, help="Loopback port of the embedded broker.")
-@click.option("--web-port", default=6066, show_default=True, help="Worker HTTP port (metrics, API).")
+@click.option("--broker-port", default=int(DEFAULTS.bootstrap.rsplit(":", 1)[1]), show_default=True,
+              help="Loopback port of the embedded broker.")
+@setting_option("--web-port", setting="web_port", type=int, help="Worker HTTP port (metrics, API).")
 @click.option("--traffic", "traffic_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Loop this JSONL trace file (time-rebased, 60x) instead of synthetic agents.")
 @click.option("--no-traffic", is_flag=True, help="Start broker and worker only.")
-@click.option("--rate", default=150.0, show_default=True, help="Synthetic events per second.")
-@click.option("--first-bad-after", default=40.0, show_default=True,
+@click.option("--rate", default=DEFAULT_RATE, show_default=True, help="Synthetic events per second.")
+@click.option("--first-bad-after", default=DEFAULT_FIRST_BAD_AFTER_S, show_default=True,
               help="Seconds of synthetic traffic before the first agent goes bad.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".tripwire"),
-              show_default=True, help="Broker log, worker log and state.")
-@click.option("--partitions", default=4, show_default=True, help="Partitions of each topic.")
-@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML config file.")
-def up(broker_port: int, web_port: int, traffic_file: Path | None, no_traffic: bool, rate: float,
-       first_bad_after: float, data_dir: Path, partitions: int, config: str | None) -> None:
+@setting_option("--data-dir", setting="data_dir", type=click.Path(file_okay=False, path_type=Path),
+                help="Broker log, worker log and state.")
+@click.option("--partitions", default=DEV_PARTITIONS, show_default=True, help="Partitions of each topic.")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False),
+              help="YAML config file.")
+def up(broker_port: int, web_port: int | None, traffic_file: Path | None, no_traffic: bool, rate: float,
+       first_bad_after: float, data_dir: Path | None, partitions: int, config: str | None) -> None:
     """Embedded default: local broker + worker + synthetic agent traffic. Ctrl-C stops all."""
     from streams.ops.up import run_up
 
-    settings = _settings(config=config, web_port=web_port, data_dir=data_dir, partitions=partitions)
+    settings = cli_settings(config=config, web_port=web_port, data_dir=data_dir, partitions=partitions)
     sys.exit(run_up(settings, broker_port, traffic=not no_traffic, traffic_file=traffic_file, rate=rate,
-                    first_bad_after_s=first_bad_after))
+                    first_bad_after_s=first_bad_after, config=config))
 
 
 @main.command()
-@click.option("--broker", help=BROKER_HELP)
-@click.option("--web-host", help="Bind address of the HTTP server (default 127.0.0.1).")
-@click.option("--web-port", type=int, help="HTTP port (default 6066).")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Local table state.")
-@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Risk-budget policy YAML (default deploy/policy/default.yaml).")
-@click.option("--partitions", type=int, help="Partitions for topics tripwire creates.")
+@setting_option("--broker", setting="broker", help=BROKER_HELP)
+@setting_option("--web-host", setting="web_host", help="Bind address of the HTTP server.")
+@setting_option("--web-port", setting="web_port", type=int, help="HTTP port.")
+@setting_option("--data-dir", setting="data_dir", type=click.Path(file_okay=False, path_type=Path),
+                help="Local table state.")
+@setting_option("--policy", "policy_file", setting="policy_file",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Risk-budget policy YAML.")
+@setting_option("--partitions", setting="partitions", type=int, help="Partitions for topics tripwire creates.")
 @click.option("--no-create-topics", is_flag=True, help="Do not create missing topics (managed clusters).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--config", type=click.Path(exists=True, dir_okay=False), help="YAML config file.")
+@setting_option("--log-level", setting="log_level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--config", type=click.Path(exists=True, dir_okay=False),
+              help="YAML config file.")
 def worker(broker: str | None, web_host: str | None, web_port: int | None, data_dir: Path | None,
            policy_file: Path | None, partitions: int | None, no_create_topics: bool,
            log_level: str | None, config: str | None) -> None:
     """A production worker: consume traces, run detectors and breakers, serve the API."""
     from kafka.errors import KafkaError
 
+    from streams.kafka.security import KafkaSecurityError
     from streams.worker.run import run_worker
 
-    from streams.kafka.security import KafkaSecurityError
-
-    settings = _settings(config=config, broker=broker, web_host=web_host, web_port=web_port, data_dir=data_dir,
+    settings = cli_settings(config=config, broker=broker, web_host=web_host, web_port=web_port, data_dir=data_dir,
                          policy_file=policy_file, partitions=partitions, log_level=log_level)
     try:
         settings.kafka.ssl_context  # noqa: B018 - load the CA and client certificate once, up front
@@ -119,27 +97,28 @@ def worker(broker: str | None, web_host: str | None, web_port: int | None, data_
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--broker", default=lambda: os.environ.get("TRIPWIRE_BROKER", "kafka://127.0.0.1:19092"),
-              show_default="kafka://127.0.0.1:19092", help=BROKER_HELP)
-@click.option("--topic", default="agent-traces", show_default=True)
+@setting_option("--broker", setting="broker", help=BROKER_HELP)
+@setting_option("--topic", setting="topics.traces", help="The trace topic.")
 @click.option("--rebase-time", is_flag=True, help="Shift timestamps so the first event happens now.")
 @click.option("--speed", default=0.0, show_default=True,
               help="Time compression with pacing (60 = an hour in a minute); 0 = as fast as possible.")
 @click.option("--batch", default=1, show_default=True, help="Group up to N consecutive events of an agent per message.")
 @click.option("--limit", type=int, help="Send at most N lines.")
-def replay(file: Path, broker: str, topic: str, rebase_time: bool, speed: float, batch: int, limit: int | None) -> None:
+def replay(file: Path, broker: str | None, topic: str | None, rebase_time: bool, speed: float, batch: int,
+           limit: int | None) -> None:
     """Send the trace events of a JSONL FILE to the trace topic."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from streams.kafka.producer import BrokerUnreachable, TraceProducer
     from streams.ops.replay import replay_file
 
-    bootstrap = broker.split("://", 1)[-1].replace(";", ",")
+    settings = cli_settings(broker=broker, topics={"traces": topic} if topic else None)
+    topic = settings.topics.traces
     total = sum(1 for line in file.open("rb") if line.strip())
     if limit is not None:
         total = min(total, limit)
     try:
-        producer = TraceProducer(bootstrap, topic, security=kafka_security())
+        producer = TraceProducer(settings.bootstrap, topic, security=kafka_security(settings))
     except BrokerUnreachable as exc:
         raise click.ClickException(str(exc)) from None
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -153,21 +132,21 @@ def replay(file: Path, broker: str, topic: str, rebase_time: bool, speed: float,
 
 
 @main.command()
-@click.option("--broker", default=lambda: os.environ.get("TRIPWIRE_BROKER", "kafka://127.0.0.1:19092"),
-              show_default="kafka://127.0.0.1:19092", help=BROKER_HELP)
-@click.option("--rate", default=150.0, show_default=True, help="Events per second.")
+@setting_option("--broker", setting="broker", help=BROKER_HELP)
+@setting_option("--topic", setting="topics.traces", help="The trace topic.")
+@click.option("--rate", default=DEFAULT_RATE, show_default=True, help="Events per second.")
 @click.option("--duration", default=0.0, show_default=True, help="Seconds to run; 0 = until Ctrl-C.")
-@click.option("--seed", default=7, show_default=True)
-def traffic(broker: str, rate: float, duration: float, seed: int) -> None:
-    """Send synthetic agent traffic (a dozen agents, one going bad now and then)."""
+@click.option("--seed", default=DEFAULT_SEED, show_default=True)
+def traffic(broker: str | None, topic: str | None, rate: float, duration: float, seed: int) -> None:
+    """Send synthetic agent traffic (a dozen agents, one going bad now and then) to the trace topic."""
     import time
 
     from streams.kafka.producer import BrokerUnreachable, TraceProducer
     from streams.ops.traffic import SyntheticTraffic
 
+    settings = cli_settings(broker=broker, topics={"traces": topic} if topic else None)
     try:
-        producer = TraceProducer(broker.split("://", 1)[-1].replace(";", ","), "agent-traces",
-                                 security=kafka_security())
+        producer = TraceProducer(settings.bootstrap, settings.topics.traces, security=kafka_security(settings))
     except BrokerUnreachable as exc:
         raise click.ClickException(str(exc)) from None
     gen = SyntheticTraffic(seed=seed, rate=rate)
@@ -182,7 +161,7 @@ def traffic(broker: str, rate: float, duration: float, seed: int) -> None:
         pass
     finally:
         producer.close()
-    click.echo(f"sent {producer.sent_events} events in {producer.sent_messages} messages")
+    click.echo(f"sent {producer.sent_events} events in {producer.sent_messages} messages to {settings.topics.traces}")
 
 
 @main.group()
@@ -234,12 +213,13 @@ def _redact(value: Any, key: str = "") -> Any:
 
 
 @config.command("show")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="YAML config file.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML config file.")
 def config_show(config_file: str | None) -> None:
     """Print the effective settings (flags aside) with secrets redacted, as YAML."""
     import yaml
 
-    settings = _settings(config=config_file)
+    settings = cli_settings(config=config_file)
     data = {name: getattr(settings, name) for name in type(settings).model_fields}
     dumped = _redact(json.loads(settings.model_dump_json()))
     for name, value in data.items():
@@ -264,18 +244,3 @@ def token_new(name: str, role: str) -> None:
     click.echo(f"token (give it to {name}; it is not stored anywhere): {secret}")
     click.echo("config entry (operators:):")
     click.echo(json.dumps({"name": name, "role": role, "token_sha256": hash_token(secret)}))
-
-
-def _add_commands() -> None:
-    """Commands living in their own modules (each exports ``COMMANDS``)."""
-    from streams.cli import breakers, drill, snapshot
-
-    for module in (breakers, drill, snapshot):
-        for command in module.COMMANDS:
-            main.add_command(command)
-
-
-_add_commands()
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -18,9 +17,8 @@ def _range(ctx: click.Context, param: click.Parameter, value: str) -> float:
 
 
 @click.command()
-@click.option("--prometheus", "prometheus_url",
-              default=lambda: os.environ.get("TRIPWIRE_PROMETHEUS_URL", "http://127.0.0.1:9090"),
-              show_default="http://127.0.0.1:9090", help="Prometheus base URL (env TRIPWIRE_PROMETHEUS_URL).")
+@click.option("--prometheus", "prometheus_url", envvar="TRIPWIRE_PROMETHEUS_URL", show_envvar=True,
+              default="http://127.0.0.1:9090", show_default=True, help="Prometheus base URL.")
 @click.option("--range", "range_s", default="1h", show_default=True, callback=_range,
               help="How far back the charts go (30m, 1h, 6h, 1d …).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("snapshot.html"),

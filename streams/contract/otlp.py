@@ -1,4 +1,4 @@
-"""Map OpenTelemetry GenAI spans (OTLP) to schema-v1 trace events. Pure: no Kafka, no faust.
+"""Map OpenTelemetry spans (OTLP) of agents to schema-v1 trace events. Pure: no Kafka, no faust.
 
 Input is what the OpenTelemetry Collector's Kafka exporter writes: one
 ``ExportTraceServiceRequest`` per message, encoded ``otlp_json`` (protobuf JSON
@@ -8,10 +8,11 @@ or ``otlp_proto`` (binary protobuf; needs the ``opentelemetry-proto`` package).
 :func:`decode_request` tells the two apart by the first byte ('{' or '[' is JSON: a
 protobuf ExportTraceServiceRequest starts with the tag of field 1, 0x0a).
 
-Each span is mapped on its own by :func:`map_span` following the GenAI semantic
-conventions (the table is in docs/connect.md); spans that carry no trace event
-(HTTP spans, ``create_agent``, an ``invoke_agent`` without an outcome, a guardrail
-that allowed) are *skipped* with a bounded reason; spans that map but fail the
+Each span is mapped on its own by :func:`map_span`, whichever of the three span
+conventions it follows — OTel GenAI, OpenInference, OpenLLMetry (precedence and
+attribute names in :mod:`streams.contract.otlp_conventions`, tables in docs/connect.md);
+spans that carry no trace event (HTTP spans, ``create_agent``, CHAIN spans, an agent
+span without an outcome, a guardrail that allowed) are *skipped* with a bounded reason; spans that map but fail the
 schema are *invalid*. ``event_id`` is ``<traceId>:<spanId>``, so a re-delivered
 export dedupes downstream.
 
@@ -41,45 +42,35 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from streams.contract.decode import classify
+from streams.contract.decode import classify as classify_error
+from streams.contract.otlp_conventions import (
+    AGENT_KEYS,
+    COST_KEYS,
+    DECISIONS,  # noqa: F401 - re-exported: the guardrail vocabulary
+    GUARDRAIL_DECISION_KEYS,  # noqa: F401
+    GUARDRAIL_NAME_KEYS,  # noqa: F401
+    INPUT_TOKEN_KEYS,
+    MODEL_KEYS,
+    NAME_ATTRIBUTES,
+    OPENLLMETRY,
+    OPERATION_KEY,
+    OUTPUT_TOKEN_KEYS,
+    PROVIDER_KEYS,
+    SESSION_KEYS,
+    TASK_KEYS,
+    TENANT_KEYS,
+    TOOL_CALL_ID_KEYS,
+    TOOL_KEYS,
+    TRIPWIRE,
+    Skip,
+    classify,
+    first,
+    guardrail_verdict,
+    tool_from_span_name,
+)
 from streams.contract.schema import INVALID_ID, TraceEvent
 
 # ------------------------------------------------------------------ vocabulary
-#: gen_ai.operation.name -> trace event kind (guardrails and agents are handled apart)
-LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
-TOOL_OPERATIONS = frozenset({"execute_tool"})
-GUARDRAIL_OPERATIONS = frozenset({"apply_guardrail", "run_guardrail"})
-AGENT_OPERATIONS = frozenset({"invoke_agent", "invoke_workflow"})
-
-#: attributes that may carry a guardrail's result, first present wins. Guardrail results are not
-#: standardized in the GenAI semantic conventions yet: these are the proposals' names
-#: (``gen_ai.security.*``) and the common ad-hoc ones (``gen_ai.guardrail.*``).
-GUARDRAIL_DECISION_KEYS = (
-    "tripwire.action",
-    "gen_ai.security.action.type",
-    "gen_ai.security.decision.type",
-    "gen_ai.security.verdict.type",
-    "gen_ai.guardrail.action",
-    "gen_ai.guardrail.decision",
-)
-GUARDRAIL_NAME_KEYS = (
-    "tripwire.monitor",
-    "gen_ai.guardian.name",
-    "gen_ai.security.guardrail.name",
-    "gen_ai.guardrail.name",
-    "gen_ai.guardian.id",
-    "gen_ai.security.guardrail.id",
-    "gen_ai.guardrail.id",
-)
-#: guardrail result words -> monitor_flag action (None: the guardrail let it through, no event)
-_DECISION_WORDS: dict[str | None, str] = {
-    "blocked": "block blocked deny denied reject rejected refuse refused stop stopped",
-    "modified": "modify modified redact redacted mask masked sanitize sanitized rewrite rewritten",
-    "warned": "warn warned warning flag flagged audit audited",
-    None: "allow allowed pass passed accept accepted approve approved ok none",
-}
-DECISIONS: dict[str, str | None] = {w: action for action, words in _DECISION_WORDS.items() for w in words.split()}
-
 #: every reason a span is skipped (the metric's label values)
 SKIP_REASONS: tuple[str, ...] = (
     "not_genai",
@@ -143,11 +134,6 @@ class Mapped:
         for ev in self.events:
             out.setdefault(ev["agent_id"], []).append(ev)
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class Skip:
-    reason: str
 
 
 # ------------------------------------------------------------------ decoding
@@ -305,7 +291,7 @@ def map_request(doc: Mapping[str, Any]) -> Mapped:
         try:
             TraceEvent.model_validate(result)
         except ValidationError as exc:
-            reason, detail = classify(exc)
+            reason, detail = classify_error(exc)
             out.invalid.append(InvalidSpan(index, detail, result,
                                            INVALID_ID if reason == INVALID_ID else INVALID_SPAN_REASON))
             continue
@@ -315,14 +301,6 @@ def map_request(doc: Mapping[str, Any]) -> Mapped:
 
 def _span_ref(span: Mapping[str, Any]) -> dict[str, Any]:
     return {k: span.get(k) for k in ("traceId", "spanId", "name") if isinstance(span.get(k), str)}
-
-
-def _first(attrs: Mapping[str, Any], *keys: str) -> Any:
-    for k in keys:
-        v = attrs.get(k)
-        if v is not None and v != "":
-            return v
-    return None
 
 
 def _nanos(span: Mapping[str, Any], camel: str, snake: str) -> int:
@@ -337,8 +315,21 @@ def _is_error(span: Mapping[str, Any]) -> bool:
     status = span.get("status")
     if not isinstance(status, dict):
         return False
-    code = status.get("code")
+    return status_is_error(status.get("code"))
+
+
+def status_is_error(code: Any) -> bool:
+    """Is an OTLP span status code (number, enum name, or the SDK's ``StatusCode`` name) ERROR?"""
     return code in _STATUS_ERROR or (isinstance(code, str) and code.upper() in _STATUS_ERROR)
+
+
+def _exception_type(span: Mapping[str, Any]) -> str | None:
+    """``exception.type`` of the span's first ``exception`` event (the class name, never the message)."""
+    for event in span.get("events") or ():
+        if isinstance(event, dict) and event.get("name") == "exception":
+            kind = attributes(event.get("attributes")).get("exception.type")
+            return kind if isinstance(kind, str) and kind else None
+    return None
 
 
 def map_span(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, Any] | Skip:
@@ -346,89 +337,100 @@ def map_span(span: Mapping[str, Any], resource: Mapping[str, Any]) -> dict[str, 
 
     Span attributes win over resource attributes; a ``tripwire.<field>`` attribute
     (span or resource) sets a schema field directly and wins over the mapped value;
-    ``tripwire.kind`` maps a span without a GenAI operation (e.g. ``refusal``).
+    ``tripwire.kind`` maps a span of any convention, or none (e.g. ``refusal``).
     """
-    attrs = attributes(span.get("attributes"))
-    merged = {**resource, **attrs}
-    op = merged.get("gen_ai.operation.name")
-    op = op.strip().lower() if isinstance(op, str) else None
-    forced = merged.get("tripwire.kind")
-    name = span.get("name") if isinstance(span.get("name"), str) else ""
+    error = _is_error(span)
+    return map_parts(
+        attributes(span.get("attributes")), resource,
+        name=span.get("name") if isinstance(span.get("name"), str) else "",
+        trace_id=_get(span, "traceId", "trace_id"), span_id=_get(span, "spanId", "span_id"),
+        start_ns=_nanos(span, "startTimeUnixNano", "start_time_unix_nano"),
+        end_ns=_nanos(span, "endTimeUnixNano", "end_time_unix_nano"),
+        error=error, exception_type=_exception_type(span) if error else None)
 
+
+def map_parts(attrs: Mapping[str, Any], resource: Mapping[str, Any], *, name: str, trace_id: Any, span_id: Any,
+              start_ns: int, end_ns: int, error: bool, exception_type: str | None = None) -> dict[str, Any] | Skip:
+    """:func:`map_span` on a span already taken apart (the OpenTelemetry SDK's ``ReadableSpan`` path).
+
+    ``attrs`` / ``resource`` are plain attribute dicts, ``trace_id`` / ``span_id`` hex
+    strings, ``error`` whether the span status is ERROR.
+    """
+    merged = {**resource, **attrs}
+    forced = merged.get("tripwire.kind")
     ev: dict[str, Any] = {}
     if isinstance(forced, str) and forced:
-        kind = forced
-    elif op is None:
-        return Skip("not_genai")
-    elif op in TOOL_OPERATIONS:
-        kind = "tool_call"
-    elif op in LLM_OPERATIONS:
-        kind = "llm_call"
-    elif op in GUARDRAIL_OPERATIONS:
-        decision = _first(merged, *GUARDRAIL_DECISION_KEYS)
-        if decision is None:
-            return Skip("guardrail_no_decision")
-        action = DECISIONS.get(str(decision).strip().lower(), "?")
-        if action is None:
-            return Skip("guardrail_allowed")
-        if action == "?":
-            return Skip("guardrail_no_decision")
-        kind = "monitor_flag"
-        ev["action"] = action
-        ev["monitor"] = _first(merged, *GUARDRAIL_NAME_KEYS) or name or "guardrail"
-        severity = _first(merged, "gen_ai.guardrail.severity", "gen_ai.security.risk.severity")
-        if isinstance(severity, str) and severity.lower() in ("low", "medium", "high", "critical"):
-            ev["severity"] = severity.lower()
-    elif op in AGENT_OPERATIONS:
-        if _first(merged, "tripwire.outcome") is None:
-            return Skip("no_outcome")
-        kind = "task_outcome"
+        kind, convention = forced, TRIPWIRE
     else:
-        return Skip("unsupported_operation")
+        classified = classify(merged)
+        if isinstance(classified, Skip):
+            return classified
+        role, convention = classified
+        if role == "guardrail":
+            verdict = guardrail_verdict(merged, convention, error, name)
+            if isinstance(verdict, Skip):
+                return verdict
+            kind, ev = "monitor_flag", verdict
+        elif role == "agent":
+            if first(merged, "tripwire.outcome") is None:
+                return Skip("no_outcome")
+            kind = "task_outcome"
+        else:
+            kind = role
 
-    agent = _first(merged, "tripwire.agent_id", "gen_ai.agent.id", "gen_ai.agent.name", "service.name")
+    agent = first(merged, *AGENT_KEYS)
     if agent is None:
         return Skip("no_agent")
-
-    trace_id, span_id = _get(span, "traceId", "trace_id"), _get(span, "spanId", "span_id")
     if not (isinstance(trace_id, str) and trace_id and isinstance(span_id, str) and span_id):
         raise ValueError("span has no traceId/spanId")
-    start = _nanos(span, "startTimeUnixNano", "start_time_unix_nano")
-    end = _nanos(span, "endTimeUnixNano", "end_time_unix_nano")
-    when = end or start
+    when = end_ns or start_ns
     if when <= 0:
         raise ValueError("span has neither startTimeUnixNano nor endTimeUnixNano")
 
     ev = {"schema_version": "1", "event_id": f"{trace_id.lower()}:{span_id.lower()}",
           "ts": when // 1_000_000, "agent_id": str(agent), "kind": kind, **ev}
-    if start and end and end >= start:
-        ev["latency_ms"] = (end - start) / 1e6
-    _put(ev, "tenant", _first(merged, "tenant.id"))
-    _put(ev, "session_id", _first(merged, "gen_ai.conversation.id", "session.id"))
-    _put(ev, "tool", _first(merged, "gen_ai.tool.name"))
-    _put(ev, "tool_call_id", _first(merged, "gen_ai.tool.call.id"))
-    _put(ev, "model", _first(merged, "gen_ai.request.model", "gen_ai.response.model"))
-    _put(ev, "input_tokens", _first(merged, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"))
-    _put(ev, "output_tokens", _first(merged, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"))
-    error_type = _first(merged, "error.type")
+    if start_ns and end_ns and end_ns >= start_ns:
+        ev["latency_ms"] = (end_ns - start_ns) / 1e6
+    _put(ev, "tenant", first(merged, *TENANT_KEYS))
+    _put(ev, "session_id", first(merged, *SESSION_KEYS))
+    _put(ev, "task_id", first(merged, *TASK_KEYS))
+    _put(ev, "tool", first(merged, *TOOL_KEYS))
+    _put(ev, "tool_call_id", first(merged, *TOOL_CALL_ID_KEYS))
+    _put(ev, "model", first(merged, *MODEL_KEYS))
+    _put(ev, "input_tokens", first(merged, *INPUT_TOKEN_KEYS))
+    _put(ev, "output_tokens", first(merged, *OUTPUT_TOKEN_KEYS))
+    _put(ev, "cost_usd", first(merged, *COST_KEYS))
+    error_type = first(merged, "error.type")
+    if error_type is None and error:
+        error_type = exception_type
     _put(ev, "error_type", error_type)
     if kind in ("tool_call", "llm_call"):
-        ev["status"] = "error" if _is_error(span) or error_type is not None else "ok"
+        ev["status"] = "error" if error or error_type is not None else "ok"
     for key, value in merged.items():
         if key.startswith("tripwire.") and value is not None:
             fieldname = key[len("tripwire."):]
             if fieldname in OVERRIDABLE:
                 ev[fieldname] = value
     if ev["kind"] == "tool_call" and ev.get("tool") is None:
-        tool = name.removeprefix("execute_tool").strip() if name.startswith("execute_tool ") else ""
+        tool = merged.get("traceloop.entity.name") if convention == OPENLLMETRY else None
+        tool = tool if isinstance(tool, str) and tool else tool_from_span_name(name, convention)
         if not tool:
             return Skip("no_tool")
         ev["tool"] = tool
     extra = {"otel.span_name": name[:256] if name else None,
-             "gen_ai.provider.name": _first(merged, "gen_ai.provider.name", "gen_ai.system"),
-             "gen_ai.operation.name": op}
+             "gen_ai.provider.name": first(merged, *PROVIDER_KEYS),
+             "gen_ai.operation.name": _lower(merged.get(OPERATION_KEY)),
+             "otel.convention": convention}
+    for key in NAME_ATTRIBUTES:
+        value = merged.get(key)
+        if isinstance(value, str):
+            extra[key] = value[:256]
     ev["attributes"] = {k: v for k, v in extra.items() if v is not None}
     return ev
+
+
+def _lower(value: Any) -> str | None:
+    return value.strip().lower() if isinstance(value, str) else None
 
 
 def _put(ev: dict[str, Any], key: str, value: Any) -> None:

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 
 import orjson
 
 from streams.contract.decode import Reject, decode_message
-from streams.engine.dedupe import RecentIds
 from streams.contract.dlq import dlq_record
-from streams.worker.metrics import IngestCounters
 from streams.contract.schema import TraceEvent
-from streams.settings import Settings
 from streams.contract.signing import SignaturePolicy
+from streams.engine.dedupe import RecentIds
+from streams.engine.tallies import IngestCounters
+from streams.settings import Settings
 
 log = logging.getLogger("tripwire.pipeline")
 
@@ -55,6 +55,8 @@ class TracePipeline:
         #: dedupe checkpoints: ids inserted per partition (ever, counting restored ones) and at the last checkpoint
         self._inserted: dict[int, int] = {}
         self._checkpointed: dict[int, int] = {}
+        #: agent of each id inserted since its partition's last complete dedupe checkpoint (see checkpoint_dedupe)
+        self._pending: dict[int, dict[str, str]] = {}
         self._slots = -(-settings.dedupe_max_ids // DEDUPE_CHUNK_IDS) + 1
 
     def recent_ids(self, partition: int) -> RecentIds:
@@ -65,11 +67,16 @@ class TracePipeline:
             )
         return recent
 
+    def held_partitions(self) -> list[int]:
+        """The partitions whose dedupe memory this pipeline holds."""
+        return list(self._recent)
+
     def forget_partition(self, partition: int) -> None:
         """Drop per-partition memory after the partition moved to another worker."""
         self._recent.pop(partition, None)
         self._inserted.pop(partition, None)
         self._checkpointed.pop(partition, None)
+        self._pending.pop(partition, None)
 
     def process(
         self,
@@ -141,6 +148,14 @@ class TracePipeline:
                 fresh.append(ev)
             if fresh:
                 self._inserted[partition] = self._inserted.get(partition, 0) + len(fresh)
+                pending = self._pending.get(partition)
+                if pending is None:
+                    pending = self._pending[partition] = {}
+                for ev in fresh:
+                    pending[ev.event_id] = ev.agent_id
+                if len(pending) > self.settings.dedupe_max_ids:  # never checkpointed (benchmarks): stay bounded
+                    for _ in range(len(pending) - self.settings.dedupe_max_ids):
+                        del pending[next(iter(pending))]
                 if self.sink is not None:
                     self.sink(partition, fresh)
         return dead
@@ -169,13 +184,29 @@ class TracePipeline:
         return keep
 
     # ------------------------------------------------------------------ dedupe checkpoints
-    def checkpoint_dedupe(self) -> list[tuple[int, str, bytes]]:
+    def checkpoint_dedupe(self, unsaved: Container[str] = ()) -> list[tuple[int, str, bytes]]:
         """(partition, changelog key, value) for the dedupe memory inserted since the last call.
 
         A partition's ids are cut, in insertion order, into chunks of
         :data:`DEDUPE_CHUNK_IDS`; chunk ``k`` lives under slot ``k % slots`` so the
         compacted changelog keeps about ``dedupe_max_ids`` newest ids per partition.
         The chunk still being filled is rewritten at each checkpoint that adds to it.
+
+        Ids of the ``unsaved`` agents (a capped checkpoint left their state dirty) are
+        left out: restored, they would drop the re-read events whose effects were never
+        saved. Their chunks are rewritten, with them, once their agents are saved.
+
+        >>> from streams.settings import Settings
+        >>> p = TracePipeline(Settings())
+        >>> ev = lambda agent, i: {"schema_version": "1", "event_id": f"{agent}-{i}", "ts": 1, "agent_id": agent,
+        ...                        "kind": "tool_call", "tool": "t", "status": "ok"}
+        >>> for agent in ("a", "b", "a"):
+        ...     _ = p.process(agent.encode(), orjson.dumps([ev(agent, 0), ev(agent, 1)]), topic="t", partition=0,
+        ...                   offset=0)
+        >>> [[i for i, _ in orjson.loads(v)["ids"]] for _, _, v in p.checkpoint_dedupe(unsaved={"b"})]
+        [['a-0', 'a-1']]
+        >>> [[i for i, _ in orjson.loads(v)["ids"]] for _, _, v in p.checkpoint_dedupe()]
+        [['a-0', 'a-1', 'b-0', 'b-1']]
         """
         out: list[tuple[int, str, bytes]] = []
         size = DEDUPE_CHUNK_IDS
@@ -184,16 +215,27 @@ class TracePipeline:
             recent = self._recent.get(partition)
             if total <= done or recent is None:
                 continue
+            pending = self._pending.get(partition, {})
             first = done // size
             tail = recent.newest(total - first * size)  # chunks first.. in order, oldest first
+            complete = total  # ids before this position are all saved: later checkpoints start from its chunk
             for k in range(first, -(-total // size)):
                 start = (k - first) * size
-                ids = tail[start:start + size]
-                if not ids:
+                chunk = tail[start:start + size]
+                if not chunk:
                     break
+                ids = []
+                for n, pair in enumerate(chunk):
+                    if pending.get(pair[0]) in unsaved:  # type: ignore[arg-type]
+                        complete = min(complete, k * size + n)
+                    else:
+                        pending.pop(pair[0], None)  # type: ignore[arg-type]
+                        ids.append(pair)
                 out.append((partition, f"{DEDUPE_KEY_PREFIX}{partition}:{k % self._slots}",
                             orjson.dumps({"dedupe": 1, "partition": partition, "chunk": k, "ids": ids})))
-            self._checkpointed[partition] = total
+            self._checkpointed[partition] = complete
+            if complete == total:
+                pending.clear()
         return out
 
     def rewrite_dedupe(self) -> None:

@@ -34,7 +34,7 @@ def check_broker(bootstrap: str, security: KafkaSecurity, timeout_s: float = 5.0
 class TraceProducer:
     """Send events keyed by agent id; a list of one agent's events becomes one batched message."""
 
-    def __init__(self, bootstrap: str, topic: str = "agent-traces", timeout_s: float = 10.0,
+    def __init__(self, bootstrap: str, topic: str, timeout_s: float = 10.0,
                  security: KafkaSecurity | None = None) -> None:
         self.topic = topic
         security = security or KafkaSecurity()

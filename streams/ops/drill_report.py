@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from streams.ops.drill import FAIL, PASS, DrillResult
+from streams.ops.drill_result import FAIL, PASS, DrillResult
 
 _STYLE = {PASS: "green", FAIL: "bold red"}
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import html
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,8 +29,11 @@ from typing import Any
 
 import httpx
 
+from breakers.state_machine import ESCALATED, FORCED_OPEN, HALF_OPEN, OPEN, SHADOW
+from detectors.durations import format_duration, parse_seconds
+
 #: breaker states worth a row, most severe first (closed is the normal case and omitted)
-STATE_ORDER = ("forced_open", "open", "escalated", "half_open", "shadow")
+STATE_ORDER = (FORCED_OPEN, OPEN, ESCALATED, HALF_OPEN, SHADOW)
 STATE_COLOURS = {"forced_open": "#7b1fa2", "open": "#c62828", "escalated": "#ef6c00",
                  "half_open": "#f9a825", "shadow": "#546e7a", "closed": "#2e7d32"}
 #: line colours (colour-blind friendly, Okabe-Ito + extras)
@@ -46,8 +48,6 @@ Q_BURN_DOWN = "min by (budget) (tripwire_budget_remaining_ratio)"
 Q_NEAR_MISS_AGENTS = 'max by (agent) (tripwire_near_miss_rate{agent!="*", tool="*", window="1h"})'
 Q_NEAR_MISS_GLOBAL = "tripwire:near_miss:ratio_rate5m"
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class SnapshotError(Exception):
@@ -59,18 +59,15 @@ class PrometheusUnreachable(SnapshotError):
 
 
 def parse_duration(text: str) -> float:
-    """Seconds of a Prometheus-style duration (``30m``, ``1h``, ``1d12h``) or a plain number."""
-    t = text.strip()
+    """Seconds of a Prometheus-style duration (``30m``, ``1h``, ``1d12h``) or a plain number.
+
+    >>> parse_duration("1d12h")
+    129600.0
+    """
     try:
-        value = float(t)
+        return parse_seconds(text)
     except ValueError:
-        parts = _DURATION.findall(t)
-        if not parts or "".join(n + u for n, u in parts) != t:
-            raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 1h, 6h, 1d)") from None
-        value = sum(float(n) * _UNITS[u] for n, u in parts)
-    if value <= 0:
-        raise ValueError(f"duration must be positive: {text!r}")
-    return value
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 1h, 6h, 1d)") from None
 
 
 class PrometheusClient:
@@ -351,7 +348,7 @@ def render_html(snap: Snapshot) -> str:
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>tripwire on-call snapshot {esc(when)}</title>", f"<style>{_CSS}</style></head><body>",
              "<h1>tripwire on-call snapshot</h1>",
-             f'<p class="meta">{esc(when)} · last {esc(_human(span))} · source: {esc(snap.prometheus)}</p>']
+             f'<p class="meta">{esc(when)} · last {esc(format_duration(span))} · source: {esc(snap.prometheus)}</p>']
 
     counts = " · ".join(f"{_state_badge(st)} {int(snap.state_counts.get(st, 0))}" for st in STATE_ORDER)
     parts.append(f"<h2>Breakers not closed</h2><p>{counts}</p>")
@@ -378,13 +375,6 @@ def render_html(snap: Snapshot) -> str:
                  "tripwire_near_miss_rate and tripwire:near_miss:ratio_rate5m.</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
-
-
-def _human(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def write_snapshot(prometheus_url: str, range_s: float, out: Path, timeout: float = 10.0) -> Snapshot:

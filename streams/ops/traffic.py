@@ -33,6 +33,10 @@ AGENT_TOOLS: dict[str, tuple[str, ...]] = {
     "email-triage": ("mail.read", "email.send", "ticket.create"),
     "legal-drafter": ("kb.lookup", "doc.write", "email.send"),
 }
+#: defaults of ``tripwire up`` / ``tripwire traffic``: events per second, seed, seconds before the first bad agent
+DEFAULT_RATE = 150.0
+DEFAULT_SEED = 7
+DEFAULT_FIRST_BAD_AFTER_S = 40.0
 SEVERITIES = ("low", "medium", "high", "critical")
 MONITORS = ("policy-guard", "pii-filter", "human-review", "action-judge")
 
@@ -58,10 +62,10 @@ class SyntheticTraffic:
 
     def __init__(
         self,
-        seed: int = 7,
-        rate: float = 150.0,
+        seed: int = DEFAULT_SEED,
+        rate: float = DEFAULT_RATE,
         agents: int = 12,
-        first_bad_after_s: float = 40.0,
+        first_bad_after_s: float = DEFAULT_FIRST_BAD_AFTER_S,
         bad_every_s: float = 300.0,
         bad_duration_s: float = 180.0,
         prefix: str = "",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,11 +14,10 @@ import httpx
 from rich.console import Console
 
 from breakers.operators import generate_token, hash_token
-from streams.kafka.broker import EmbeddedBroker
-from streams.ops.procutil import spawn_guarded, stop_process, wait_until
 from streams.kafka.security import KafkaSecurity
+from streams.ops.devstack import DevStack
+from streams.ops.traffic import DEFAULT_FIRST_BAD_AFTER_S, DEFAULT_RATE, DEFAULT_SEED
 from streams.settings import Settings
-from streams.kafka.topics import ensure_topics
 
 console = Console(stderr=False, highlight=False, soft_wrap=True)
 
@@ -27,8 +25,8 @@ console = Console(stderr=False, highlight=False, soft_wrap=True)
 class TrafficThread(threading.Thread):
     """Feeds synthetic traffic (or loops a JSONL file) into the broker until stopped."""
 
-    def __init__(self, settings: Settings, rate: float, traffic_file: Path | None, seed: int = 7,
-                 first_bad_after_s: float = 40.0) -> None:
+    def __init__(self, settings: Settings, rate: float, traffic_file: Path | None, seed: int = DEFAULT_SEED,
+                 first_bad_after_s: float = DEFAULT_FIRST_BAD_AFTER_S) -> None:
         super().__init__(name="tripwire-traffic", daemon=True)
         self.settings = settings
         self.rate = rate
@@ -100,11 +98,13 @@ def run_up(
     broker_port: int,
     traffic: bool = True,
     traffic_file: Path | None = None,
-    rate: float = 150.0,
+    rate: float = DEFAULT_RATE,
     status_every_s: float = 10.0,
-    first_bad_after_s: float = 40.0,
+    first_bad_after_s: float = DEFAULT_FIRST_BAD_AFTER_S,
+    config: str | os.PathLike[str] | None = None,
 ) -> int:
-    """Run the embedded stack in the foreground until SIGINT/SIGTERM."""
+    """Run the embedded stack in the foreground until SIGINT/SIGTERM (``config``: the YAML file the
+    worker reads too)."""
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: Any) -> None:
@@ -115,42 +115,28 @@ def run_up(
 
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(data_dir, port=broker_port)
-    worker = None
+    stack = DevStack(data_dir, broker_port=broker_port)
+    broker = stack.broker
     feeder: TrafficThread | None = None
-    web = f"http://{settings.web_host}:{settings.web_port}"
+    web = settings.web_url
     try:
         console.print(f"[bold]tripwire up[/bold]: starting the embedded broker (Tansu) on {broker.bootstrap} …")
-        broker.start()
+        stack.start_broker()
         # the embedded broker is loopback PLAINTEXT, whatever TLS/SASL the environment configures for a cluster
         settings = settings.model_copy(update={"broker": broker.url, "kafka": KafkaSecurity()})
-        ensure_topics(settings)
+        stack.create_topics(settings)
         log_path = data_dir / "worker.log"
         console.print(f"starting the worker (log: {log_path}) …")
-        argv = [sys.executable, "-m", "streams.cli", "worker", "--broker", broker.url,
-                "--web-host", settings.web_host, "--web-port", str(settings.web_port),
-                "--data-dir", str(data_dir), "--policy", str(settings.policy_file),
-                "--partitions", str(settings.partitions)]
         token_file = write_admin_token(data_dir)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRIPWIRE_KAFKA__")}
         env["TRIPWIRE_KAFKA__SECURITY_PROTOCOL"] = "PLAINTEXT"
         env["TRIPWIRE_OPERATORS"] = json.dumps(
             [*settings.operators, {"name": "local-admin", "role": "admin", "token_sha256": hash_token(
                 token_file.read_text().strip())}])
-        with open(log_path, "ab") as log_file:
-            worker = spawn_guarded(argv, stdout=log_file, stderr=log_file, env=env)
-
-        def _ready() -> bool:
-            if stop.is_set():
-                return True
-            if worker is not None and worker.poll() is not None:
-                raise RuntimeError(f"the worker exited with code {worker.returncode}; see {log_path}")
-            try:
-                return httpx.get(f"{web}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(_ready, timeout=90, interval=0.25, what="the worker to become ready")
+        worker = stack.add_worker(data_dir=data_dir, log=log_path, web_host=settings.web_host,
+                                  web_port=settings.web_port, policy_file=settings.policy_file,
+                                  partitions=settings.partitions, config=config, base_env=env)
+        stack.wait_ready(timeout=90, stop=stop.is_set)
         if stop.is_set():
             return 0
         if traffic:
@@ -170,8 +156,8 @@ def run_up(
         )
         next_status = time.monotonic() + 3
         while not stop.wait(0.2):
-            if worker.poll() is not None:
-                console.print(f"[red]the worker exited with code {worker.returncode}; see {log_path}[/red]")
+            if worker.proc.poll() is not None:
+                console.print(f"[red]the worker exited with code {worker.proc.returncode}; see {log_path}[/red]")
                 return 1
             if feeder is not None and feeder.error:
                 console.print(f"[red]{feeder.error}[/red]")
@@ -188,7 +174,5 @@ def run_up(
         if feeder is not None:
             feeder.stop_event.set()
             feeder.join(timeout=10)
-        if worker is not None:
-            stop_process(worker, timeout=15)
-        broker.stop()
+        stack.stop(worker_timeout=15)
         console.print("stopped.")

@@ -12,13 +12,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from breakers.alertmanager import ALERT_ESCALATED, ALERT_OPEN, AsyncAlertmanager
-from breakers.state_machine import Transition
+from breakers.state_machine import ALLOWING, ESCALATED, FORCED_OPEN, HALF_OPEN, OPEN, Transition
+from streams.worker.alertmanager import ALERT_ESCALATED, ALERT_OPEN, AsyncAlertmanager, alert_for_transition
 
 log = logging.getLogger("tripwire.alerting")
 
 #: the breaker states each alert stands for (used to resolve after a worker restart)
-_ALERTING = {ALERT_ESCALATED: ("escalated",), ALERT_OPEN: ("open", "forced_open", "half_open")}
+_ALERTING = {ALERT_ESCALATED: (ESCALATED,), ALERT_OPEN: (OPEN, FORCED_OPEN, HALF_OPEN)}
 
 OnFailure = Callable[[str, str, str], Awaitable[None]]  # (scope, to_state, error)
 
@@ -54,15 +54,15 @@ class AlertDispatcher:
 
     async def _post(self, to_state: str, info: dict[str, Any]) -> None:
         client, scope, drill = self.client, info["scope"], bool(info["drill"])
-        if to_state in ("escalated", "open", "forced_open"):
-            name = ALERT_ESCALATED if to_state == "escalated" else ALERT_OPEN
+        name = alert_for_transition(to_state)
+        if name is not None:
             other = ALERT_OPEN if name == ALERT_ESCALATED else ALERT_ESCALATED
             await client.fire(scope, summary=f"breaker {to_state}: {info['reason']}"[:500],
                               evidence=info["evidence"], alertname=name, budget=info["budget"],
                               severity="page", drill=drill)
             if (other, scope) in client.active:
                 await client.resolve(scope, alertname=other, drill=drill)
-        elif to_state in ("closed", "shadow"):
+        elif to_state in ALLOWING:
             for name in (ALERT_ESCALATED, ALERT_OPEN):
                 if (name, scope) in client.active or info["from"] in _ALERTING[name]:
                     await client.resolve(scope, alertname=name, drill=drill)

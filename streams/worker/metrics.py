@@ -1,15 +1,15 @@
 """Prometheus exposition for the worker.
 
-Per-event counters are plain Python ints bumped on the hot path and turned into
-metric families only when Prometheus scrapes (a labelled ``Counter.inc()`` costs
-~1.9 µs; an int add costs ~30 ns). Label values that come from traces (agents,
-tools) pass through :class:`LabelCap`, so a flood of new agent ids cannot blow up
+Per-event counters are plain Python ints bumped on the hot path (the engine's
+:class:`~streams.engine.tallies.IngestCounters`) and turned into metric families only
+when Prometheus scrapes (a labelled ``Counter.inc()`` costs ~1.9 µs; an int add costs
+~30 ns). Label values that come from traces (agents, tools) pass through the engine's
+:class:`~streams.engine.labels.LabelCap`, so a flood of new agent ids cannot blow up
 Prometheus: past the cap they report as ``other``.
 """
 
 from __future__ import annotations
 
-from collections import Counter as Tally
 from collections.abc import Callable, Iterable
 
 from prometheus_client import (
@@ -24,63 +24,29 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from streams import __version__
-from streams.contract.decode import REJECT_REASONS
-from streams.contract.schema import KINDS
-
-OTHER = "other"
+from streams.engine.tallies import IngestCounters
 
 
-class LabelCap:
-    """Admit the first ``limit`` distinct values of a label; map the rest to ``other``.
-
-    >>> cap = LabelCap(2)
-    >>> [cap("a"), cap("b"), cap("c"), cap("a")]
-    ['a', 'b', 'other', 'a']
-    """
-
-    __slots__ = ("limit", "_admitted")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._admitted: set[str] = set()
-
-    def __call__(self, value: str) -> str:
-        if value in self._admitted:
-            return value
-        if len(self._admitted) < self.limit:
-            self._admitted.add(value)
-            return value
-        return OTHER
-
-
-class IngestCounters:
-    """Hot-path tallies of the ingest stage; exported on scrape."""
-
-    __slots__ = ("events", "rejected", "duplicates", "messages")
-
-    def __init__(self) -> None:
-        self.events: Tally[str] = Tally({k: 0 for k in KINDS})
-        self.rejected: Tally[str] = Tally({r: 0 for r in REJECT_REASONS})
-        self.duplicates = 0
-        self.messages = 0
-
-    def families(self) -> Iterable[Metric]:
-        events = CounterMetricFamily("tripwire_events", "Accepted trace events by kind.", labels=["kind"])
-        for kind, n in self.events.items():
-            events.add_metric([kind], n)
-        rejected = CounterMetricFamily(
-            "tripwire_events_rejected",
-            "Messages or events sent to the dead-letter topic, by reason.",
-            labels=["reason"],
-        )
-        for reason, n in self.rejected.items():
-            rejected.add_metric([reason], n)
-        yield events
-        yield rejected
-        yield CounterMetricFamily(
-            "tripwire_events_duplicate", "Events dropped as duplicate event_id inside the dedupe horizon.", value=self.duplicates
-        )
-        yield CounterMetricFamily("tripwire_messages", "Kafka messages consumed from the trace topic.", value=self.messages)
+def ingest_families(counters: IngestCounters) -> Iterable[Metric]:
+    """The ingest stage's tallies (:class:`streams.engine.tallies.IngestCounters`) as metric families."""
+    events = CounterMetricFamily("tripwire_events", "Accepted trace events by kind.", labels=["kind"])
+    for kind, n in counters.events.items():
+        events.add_metric([kind], n)
+    rejected = CounterMetricFamily(
+        "tripwire_events_rejected",
+        "Messages or events sent to the dead-letter topic, by reason.",
+        labels=["reason"],
+    )
+    for reason, n in counters.rejected.items():
+        rejected.add_metric([reason], n)
+    yield events
+    yield rejected
+    yield CounterMetricFamily(
+        "tripwire_events_duplicate", "Events dropped as duplicate event_id inside the dedupe horizon.",
+        value=counters.duplicates,
+    )
+    yield CounterMetricFamily("tripwire_messages", "Kafka messages consumed from the trace topic.",
+                              value=counters.messages)
 
 
 class CachedSource:

@@ -23,14 +23,13 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from streams.contract.decode import Reject
 from streams.contract.dlq import dlq_record
-from streams.emitter.client import pack_messages, signature_headers
 from streams.contract.otlp import (
     INVALID_SPAN_REASON,
     MESSAGE_REJECT_REASONS,
@@ -40,10 +39,9 @@ from streams.contract.otlp import (
     map_request,
     proto_supported,
 )
+from streams.emitter.client import pack_messages, signature_headers
 from streams.settings import Settings
-
-if TYPE_CHECKING:
-    from streams.worker.app import AppContext
+from streams.worker.context import AppContext
 
 log = logging.getLogger("tripwire.otlp")
 
@@ -137,7 +135,7 @@ class OtlpTranslator:
         return trace_messages(mapped.events, self.settings), letters
 
 
-def register(ctx: "AppContext") -> None:
+def register(ctx: AppContext) -> None:
     """Add the ``otlp`` agent (topic ``settings.topics.otlp``) and its metrics to the worker."""
     settings = ctx.settings
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams.worker.faust_compat import FETCH_MAX_WAIT_MS
 from streams.kafka.security import KafkaSecurity
+from streams.worker.faust_compat import FETCH_MAX_WAIT_MS
 
 log = logging.getLogger("tripwire.state_reader")
 

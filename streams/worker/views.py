@@ -7,12 +7,13 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from breakers.state_machine import STATES
 from detectors import window_label
-from streams.worker.metrics import LabelCap, OTHER, gauge
+from streams.engine.labels import OTHER, LabelCap
 from streams.engine.monitor import Monitor
 from streams.settings import Settings
+from streams.worker.metrics import gauge
 
-STATES = ("closed", "open", "half_open", "escalated", "forced_open", "shadow")
 WINDOWS = (300, 1800, 3600, 21600, 86400, 259200)
 
 _caps: dict[int, tuple[LabelCap, LabelCap, LabelCap]] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from breakers.policy import Policy, load_policy, parse_policy
-from breakers_helpers import DEFAULT_POLICY, SM_POLICY
+from helpers.breakers import DEFAULT_POLICY, SM_POLICY
 
 
 @pytest.fixture(scope="session")

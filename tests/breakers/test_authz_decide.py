@@ -7,7 +7,7 @@ from breakers.policy import parse_policy
 from breakers.state_machine import Approval, BreakerState
 from breakers.state_table import BreakerStates
 
-from breakers_helpers import T0
+from helpers.breakers import T0
 
 POLICY = parse_policy("consequential_tools: ['payments.*', 'shell', 'email.send', 'db.write*']\n")
 POLICY_FAIL_OPEN = parse_policy("fail_mode: open\n")

@@ -10,7 +10,7 @@ from breakers.state_machine import (
     BreakerActionError, BreakerState, Transition, approve, force_open, probe, record_probe_result, reset, step,
 )
 
-from breakers_helpers import T0, verdict
+from helpers.breakers import T0, verdict
 
 OPEN_V = verdict("trip", "open")
 ESC_V = verdict("esc", "escalate")

@@ -7,7 +7,7 @@ from breakers.evaluate import evaluate, wilson_lower
 from breakers.evidence import EvidenceReader, StaticEvidence
 from breakers.policy import parse_policy
 
-from breakers_helpers import burst
+from helpers.breakers import burst
 
 
 def by_name(verdicts):

@@ -6,7 +6,8 @@ from breakers.evaluate import evaluate
 from breakers.evidence import StaticEvidence
 from breakers.state_machine import BreakerState, record_probe_result, step
 
-from breakers_helpers import ALL_WINDOWS, T0, burst
+from helpers.breakers import ALL_WINDOWS, T0, burst
+from helpers.support import shared_data
 
 
 def run(policy, scope, ev, now, state=None):
@@ -77,7 +78,7 @@ def test_drill_scope_full_cycle(default_policy):
     assert s.state == "closed" and t.action == "close"
 
 
-DATA = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" / "toolemu-trace-v1.jsonl"
+DATA = "toolemu-trace-v1.jsonl"  # in the shared data set (support.shared_data)
 WEIGHTS = {"low": 1, "medium": 2, "high": 5, "critical": 10}  # detectors' default severity weights
 
 
@@ -86,7 +87,7 @@ def _replay_states(policy, agents):
     import json
 
     events: dict[str, list[dict]] = {a: [] for a in agents}
-    with DATA.open() as f:
+    with shared_data(DATA).open() as f:
         for line in f:
             e = json.loads(line)
             if e["agent_id"] in events:
@@ -126,10 +127,6 @@ def _replay_states(policy, agents):
 
 
 def test_real_toolemu_traces_escalate_worst_not_best(default_policy):
-    import pytest
-
-    if not DATA.exists():
-        pytest.skip(f"shared data missing: {DATA}")
     visited = _replay_states(default_policy, ["gpt-5-mini", "microsoft_phi-4"])
     assert "escalated" not in visited["gpt-5-mini"] and "open" not in visited["gpt-5-mini"]
     assert "escalated" in visited["microsoft_phi-4"]

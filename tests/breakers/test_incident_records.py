@@ -5,7 +5,7 @@ import json
 from breakers.incidents import Incident, IncidentTracker
 from breakers.state_machine import BreakerState, approve, reset, step
 
-from breakers_helpers import T0, verdict
+from helpers.breakers import T0, verdict
 
 
 def test_incident_from_escalation_with_approval_and_reset(sm_policy):

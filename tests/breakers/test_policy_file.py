@@ -8,7 +8,7 @@ from breakers.policy import (
     PolicyInvalid, check_policy_text, format_duration, load_policy, parse_duration, parse_policy,
 )
 
-from breakers_helpers import DEFAULT_POLICY
+from helpers.breakers import DEFAULT_POLICY
 
 
 def errs(text: str):

@@ -11,7 +11,7 @@ from breakers.introspect import KeyRing, introspect, issue_token
 from breakers.policy import parse_policy
 from breakers.state_machine import BreakerState
 
-from breakers_helpers import T0
+from helpers.breakers import T0
 
 SECRET = "s" * 40
 POLICY = parse_policy("consequential_tools: ['shell']\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy_helpers import (COMPOSE_DIR, COMPOSE_FILE, REPO, check_exists, compose_command, load_yaml,
+from helpers.deploy import (COMPOSE_DIR, COMPOSE_FILE, REPO, check_exists, compose_command, load_yaml,
                             require_binary)
 
 WORKERS = ("tripwire-1", "tripwire-2")
@@ -153,7 +153,7 @@ def test_mount_sources_exist_without_the_cli(raw):
     assert len(binds) >= 9
     missing = [p for _, p in binds if not p.exists()]
     for path in missing:
-        check_exists(path)  # fails, or xfails for a known pending file
+        check_exists(path)  # fails with the missing path
 
 
 def test_kafka_is_kraft_with_matching_listener(raw):

@@ -14,7 +14,7 @@ import tomllib
 
 import pytest
 
-from deploy_helpers import REPO, require_module
+from helpers.deploy import REPO, require_module
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"

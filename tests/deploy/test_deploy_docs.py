@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from deploy_helpers import REPO, check_exists
+from helpers.deploy import REPO, check_exists
 
 DOC = REPO / "docs" / "deploy.md"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy_helpers import K8S_DIR, REPO, load_yaml, load_yaml_all, optional_binary, require_binary, require_module
+from helpers.deploy import K8S_DIR, REPO, load_yaml, load_yaml_all, optional_binary, require_binary, require_module
 
 # Oldest and newest Kubernetes minors the manifests are checked against.
 K8S_VERSIONS = ("1.29", "1.37")

@@ -1,11 +1,11 @@
-"""RollingCounts / CountsDelta: exact expectations on hand-computed sequences."""
+"""RollingCounts: exact expectations on hand-computed sequences."""
 
 import math
 
 import orjson
 import pytest
 
-from detectors import CountsConfig, CountsDelta, KEYS, RollingCounts, StateError, event_vector
+from detectors import CountsConfig, KEYS, RollingCounts, StateError, event_vector
 from detectors.testing import Ev
 
 T0 = 86400.0 * 20834  # 2027-01-15T00:00Z, aligned to the day
@@ -171,7 +171,7 @@ def test_buckets_sum_to_window():
 
 
 def test_state_roundtrip_and_json():
-    rc = RollingCounts(track_delta=True)
+    rc = RollingCounts()
     for k in range(300):
         rc.add_event(Ev("tool_call", T0 + k * 13.7, cost_usd=0.1 * (k % 7), status="error" if k % 11 == 0 else "ok"))
     rc.add_event(Ev("tool_call", T0 - 10_000))
@@ -223,79 +223,11 @@ def test_float32_precision_documented():
     assert rc.window_counts(86400, T0 + 1000)["cost_usd"] == pytest.approx(1.0, rel=1e-5)
 
 
-def test_drain_delta_and_merge():
-    part = RollingCounts(track_delta=True)
-    agg = RollingCounts()
-    direct = RollingCounts()
-    evs = [Ev("tool_call", T0 + k * 7.0, cost_usd=0.5) for k in range(200)]
-    evs += [Ev("monitor_flag", T0 + 1390 - 100, severity="high")]  # on-time but older bucket
-    for k, e in enumerate(evs):
-        part.add_event(e)
-        direct.add_event(e)
-        if k % 13 == 0:
-            d = part.drain_delta()
-            agg.merge(CountsDelta.from_state(orjson.loads(orjson.dumps(d.to_state()))))
-    agg.merge(part.drain_delta())
-    assert part.drain_delta().empty
-    now = T0 + 2000
-    assert agg.all_windows(now) == direct.all_windows(now)
-    assert agg.to_state()["i"] == direct.to_state()["i"]
-
-
-def test_drain_delta_requires_tracking():
-    with pytest.raises(ValueError):
-        RollingCounts().drain_delta()
-
-
-def test_delta_late_and_watermark():
-    part = RollingCounts(track_delta=True)
-    part.add_event(Ev("tool_call", T0 + 1000))
-    part.add_event(Ev("tool_call", T0))  # late
-    d = part.drain_delta()
-    assert d.late == 1 and d.watermark == T0 + 1000
-    assert d.totals()["tool_calls"] == 1
-    agg = RollingCounts()
-    agg.merge(d)
-    assert agg.late == 1 and agg.watermark == T0 + 1000
-    d2 = part.drain_delta()
-    assert d2.late == 0 and d2.empty
-
-
-def test_merge_rolling_counts():
-    a, b, c = RollingCounts(), RollingCounts(), RollingCounts()
-    for k in range(400):
-        e = Ev("tool_call" if k % 5 else "incident", T0 + k * 45.0, severity="critical", cost_usd=0.25)
-        (a if k % 2 else b).add_event(e)
-        c.add_event(e)
-    a.merge(b)
-    now = T0 + 400 * 45
-    assert a.all_windows(now) == c.all_windows(now)
-    assert a.to_state()["i"] == c.to_state()["i"]
-
-
-def test_merge_into_empty_and_from_empty():
-    a, b = RollingCounts(), RollingCounts()
-    b.add_event(Ev("tool_call", T0))
-    a.merge(b)
-    assert a.window_counts(300, T0)["tool_calls"] == 1
-    a.merge(RollingCounts())
-    assert a.window_counts(300, T0)["tool_calls"] == 1
-
-
-def test_merge_old_delta_counts_late():
-    agg = RollingCounts()
-    agg.add_event(Ev("tool_call", T0 + 40 * 86400))
-    d = CountsDelta(60)
-    d.add(int(T0 // 60), [1, 0, 0, 0, 0, 0, 0, 0, 1], [0.0, 0.0])
-    agg.merge(d)
-    assert agg.late == 1
-
-
-def test_merge_type_errors():
-    with pytest.raises(TypeError):
-        RollingCounts().merge({})  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        RollingCounts().merge(CountsDelta(30))
+def test_state_with_former_delta_tracker_entry_loads():
+    rc = RollingCounts()
+    rc.add_event(Ev("tool_call", T0))
+    old = {**rc.to_state(), "dt": None}  # checkpoints written before the delta tracker was removed
+    assert RollingCounts.from_state(old).to_state() == rc.to_state()
 
 
 def test_nan_free_windows():

@@ -6,8 +6,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detectors import CountsConfig, CountsDelta, KEYS, RollingCounts, event_vector
-from detectors.counts import FLOAT_KEYS, INT_KEYS
+from detectors import CountsConfig, KEYS, RollingCounts, event_vector
+from detectors.keys import FLOAT_KEYS, INT_KEYS
 from detectors.testing import Ev
 
 T0 = 86400.0 * 20834
@@ -95,11 +95,9 @@ def test_matches_reference_model(items, extra):
 @given(st.lists(st.tuples(ev_st, step_st), min_size=1, max_size=80), st.integers(0, 86400))
 def test_bucket_sums_and_state_identity(items, extra):
     evs = make_events([a for a, _ in items], [b for _, b in items])
-    rc = RollingCounts(CFG, track_delta=True)
-    for k, e in enumerate(evs):
+    rc = RollingCounts(CFG)
+    for e in evs:
         rc.add_event(e)
-        if k % 7 == 3:
-            rc.drain_delta()
     now = max(e.ts for e in evs) + extra
     for w in WINDOWS:
         j, n = CFG.window_level(w)
@@ -114,37 +112,3 @@ def test_bucket_sums_and_state_identity(items, extra):
     s1 = rc.to_state()
     s2 = RollingCounts.from_state(orjson.loads(orjson.dumps(s1)), CFG).to_state()
     assert s1 == s2
-
-
-@SETTINGS
-@given(
-    st.lists(st.tuples(ev_st, step_st, st.integers(0, 2)), min_size=1, max_size=120),
-    st.integers(0, 86400),
-    st.integers(1, 9),
-)
-def test_merge_and_delta_equal_direct(items, extra, flush_every):
-    evs = make_events([a for a, _, _ in items], [b for _, b, _ in items], monotone_within_lateness=True)
-    parts = [RollingCounts(CFG, track_delta=True) for _ in range(3)]
-    direct = RollingCounts(CFG)
-    agg_delta = RollingCounts(CFG)
-    for k, (e, (_, _, p)) in enumerate(zip(evs, items)):
-        assert parts[p].add_event(e)
-        assert direct.add_event(e)
-        if k % flush_every == 0:
-            combined = CountsDelta(60)
-            for q in parts:
-                combined.merge(q.drain_delta())
-            agg_delta.merge(combined)
-    combined = CountsDelta(60)
-    for q in parts:
-        combined.merge(q.drain_delta())
-    agg_delta.merge(combined)
-    agg_full = RollingCounts(CFG)
-    for q in parts:
-        agg_full.merge(q)
-    now = max(e.ts for e in evs) + extra
-    for w in WINDOWS:
-        want = direct.window_counts(w, now)
-        assert agg_delta.window_counts(w, now) == want, ("delta", w)
-        assert agg_full.window_counts(w, now) == want, ("full", w)
-    assert agg_delta.late == 0 and agg_full.late == 0

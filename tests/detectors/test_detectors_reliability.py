@@ -1,8 +1,6 @@
 """AgentReliability: tau-bench ground truth and hand-computed metrics."""
 
 import json
-import os
-from pathlib import Path
 
 import orjson
 import pytest
@@ -11,21 +9,19 @@ from detectors import AgentReliability, ReliabilityConfig
 from detectors.reliability import attempts_for_confidence, pass_at_k, pass_hat_k
 from detectors.testing import Ev, ev_from_json
 
-SHARED = Path(os.environ.get("TRIPWIRE_SHARED", "/work/shared"))
-if not SHARED.exists():
-    SHARED = Path(__file__).resolve().parents[3] / "shared"
-TAU = SHARED / "data" / "taubench-airline-trace-v1.jsonl"
+from helpers.support import shared_data
+
+TAU = "taubench-airline-trace-v1.jsonl"
 
 
 def _load_tau():
     r = AgentReliability()
-    for line in TAU.read_text().splitlines():
+    for line in shared_data(TAU).read_text().splitlines():
         obj = json.loads(line)
         r.update(ev_from_json(obj))
     return r
 
 
-@pytest.mark.skipif(not TAU.exists(), reason="shared data missing")
 def test_taubench_pass_at_k_and_pass_hat_k():
     r = _load_tau()
     assert [round(r.pass_at_k(k), 4) for k in (1, 2, 3, 4)] == [0.42, 0.5667, 0.66, 0.72]

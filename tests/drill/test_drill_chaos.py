@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import REPO
+from helpers.support import REPO
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

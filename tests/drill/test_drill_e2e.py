@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import REPO, Topics, consume_all, start_worker, wait_for
+from helpers.support import REPO, Topics, consume_all, start_worker, wait_for
 
 from breakers.operators import generate_token, hash_token
 from streams.ops.procutil import free_port, stop_process

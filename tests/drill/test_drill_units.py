@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from support import REPO, SHARED_DATA
+from helpers.support import REPO, SHARED_DATA
 
 from breakers.policy import load_policy
 from streams.ops.backtest import backtest, markdown

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from e2e_helpers import (Tokens, WebhookSink, bearer, breaker, calls, flags, scope_url,
+from helpers.e2e import (Tokens, WebhookSink, bearer, breaker, calls, flags, scope_url,
                          send_batched, serve, start_alertmanager)
 from streams.kafka.producer import TraceProducer
-from support import Topics, WorkerProc, require_binary, start_worker, stop_process, wait_for
+from helpers.support import Topics, WorkerProc, require_binary, start_worker, stop_process, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from breakers.operators import generate_token, hash_token
-from e2e_helpers import WebhookSink, serve, start_alertmanager
-from support import REPO, Topics, require_binary, start_worker, stop_process, wait_for
+from helpers.e2e import WebhookSink, serve, start_alertmanager
+from helpers.support import REPO, Topics, require_binary, start_worker, stop_process, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

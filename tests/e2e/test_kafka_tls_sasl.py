@@ -30,13 +30,13 @@ from typing import Any
 import httpx
 import pytest
 
-from e2e_helpers import Tokens, calls, incidents
-from kafka_tls import STREAM_MODULE, TlsKafka, tls_kafka
+from helpers.e2e import Tokens, calls, incidents
+from helpers.kafka_tls import STREAM_MODULE, TlsKafka, tls_kafka
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.probe import KafkaProbeError, probe
 from streams.kafka.security import KafkaSecurity
 from streams.ops.procutil import free_port, stop_process
-from support import REPO, Topics, on_ci, require_binary, start_worker, wait_for
+from helpers.support import REPO, Topics, on_ci, require_binary, start_worker, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from e2e_helpers import (Nginx, Tokens, ToolBackend, bearer, breaker, calls, incidents, scope_url, send_batched,
+from helpers.e2e import (Nginx, Tokens, ToolBackend, bearer, breaker, calls, incidents, scope_url, send_batched,
                          serve, start_nginx)
 from streams.kafka.producer import TraceProducer
-from support import Topics, require_binary, start_worker, stop_process, wait_for
+from helpers.support import Topics, require_binary, start_worker, stop_process, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

@@ -10,8 +10,8 @@ import httpx
 import orjson
 import pytest
 
-from e2e_helpers import Tokens, bearer, scope_url
-from support import Topics, WorkerProc, consume_all, start_worker, stop_process, wait_for
+from helpers.e2e import Tokens, bearer, scope_url
+from helpers.support import Topics, WorkerProc, consume_all, start_worker, stop_process, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

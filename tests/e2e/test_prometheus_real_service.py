@@ -31,7 +31,7 @@ import yaml
 from breakers.operators import generate_token, hash_token
 from observability.dashboards import load_dashboards, panel_queries, variable_queries
 from streams.ops.procutil import free_port
-from support import REPO, require_binary, wait_for
+from helpers.support import REPO, require_binary, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

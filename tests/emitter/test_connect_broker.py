@@ -24,7 +24,7 @@ import yaml
 from breakers.operators import hash_token
 from streams.emitter import Emitter
 from streams.ops.procutil import stop_process
-from support import REPO, Topics, WorkerProc, consume_all, start_worker, wait_for
+from helpers.support import REPO, Topics, WorkerProc, consume_all, start_worker, wait_for
 
 pytestmark = pytest.mark.broker
 

@@ -12,7 +12,7 @@ import pytest
 
 from streams.emitter.client import Emitter, InvalidEvent, pack_messages, sign, signature_headers
 from streams.ops.procutil import free_port
-from support import REPO, wait_for
+from helpers.support import REPO, wait_for
 
 
 def _ev(i: int, agent: str = "a") -> dict:

@@ -16,11 +16,11 @@ import httpx
 import orjson
 import pytest
 
-from faults_helpers import AuthzPoller, authz_status, calls, tripping_burst
+from helpers.faults import AuthzPoller, authz_status, calls, tripping_burst
 from streams.kafka.broker import EmbeddedBroker
 from streams.ops.procutil import stop_process
 from streams.kafka.producer import TraceProducer
-from support import Topics, consume_all, start_worker, wait_for
+from helpers.support import Topics, consume_all, start_worker, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

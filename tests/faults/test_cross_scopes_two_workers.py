@@ -20,11 +20,11 @@ import pytest
 import yaml
 from kafka.partitioner.default import murmur2
 
-from faults_helpers import calls, incidents
+from helpers.faults import calls, incidents
 from streams.ops.procutil import stop_process
 from streams.kafka.producer import TraceProducer
 from streams.settings import DEFAULT_POLICY
-from support import consume_all, start_worker, wait_for
+from helpers.support import consume_all, start_worker, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

@@ -14,10 +14,10 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from faults_helpers import calls, flags, kill9
+from helpers.faults import calls, flags, kill9
 from streams.ops.procutil import stop_process
 from streams.kafka.producer import TraceProducer
-from support import start_worker, wait_for
+from helpers.support import start_worker, wait_for
 
 pytestmark = pytest.mark.broker
 

@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from faults_helpers import AuthzPoller, authz_status, calls, flags, kill9, tripping_burst
+from helpers.faults import AuthzPoller, authz_status, calls, flags, kill9, tripping_burst
 from streams.ops.procutil import stop_process
 from streams.kafka.producer import TraceProducer
-from support import start_worker, wait_for
+from helpers.support import start_worker, wait_for
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

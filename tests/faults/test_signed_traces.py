@@ -18,10 +18,10 @@ import httpx
 import orjson
 import pytest
 
-from faults_helpers import authz_status, calls, event, flags, incidents
+from helpers.faults import authz_status, calls, event, flags, incidents
 from streams.ops.procutil import stop_process
 from streams.kafka.producer import TraceProducer
-from support import consume_all, start_worker, wait_for
+from helpers.support import consume_all, start_worker, wait_for
 
 pytestmark = pytest.mark.broker
 

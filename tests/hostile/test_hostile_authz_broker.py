@@ -21,10 +21,10 @@ import httpx
 import pytest
 
 from breakers.operators import generate_token, hash_token
-from hostile_helpers import alive_or_fail, authz, calls, event, run_tag, wait_worker
+from helpers.hostile import alive_or_fail, authz, calls, event, run_tag, wait_worker
 from streams.ops.procutil import stop_process
 from streams.kafka.producer import TraceProducer
-from support import Topics, WorkerProc, start_worker
+from helpers.support import Topics, WorkerProc, start_worker
 
 pytestmark = pytest.mark.broker
 

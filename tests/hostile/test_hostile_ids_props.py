@@ -22,11 +22,11 @@ from breakers.operators import OperatorRegistry
 from breakers.policy import load_policy
 from breakers.scope import MAX_ID_LEN, ScopeError, validate_id
 from breakers.state_machine import BreakerState, force_open
-from hostile_helpers import INVALID_ID
+from helpers.hostile import INVALID_ID
 from streams.worker.http.api import Api
 from streams.contract.decode import REJECT_REASONS, decode_message
 from streams.engine.monitor import Monitor
-from support import REPO
+from helpers.support import REPO
 
 POLICY = load_policy(REPO / "deploy" / "policy" / "default.yaml")
 MAX_BYTES = 256 * 1024

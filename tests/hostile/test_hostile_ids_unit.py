@@ -24,7 +24,7 @@ from breakers.operators import OperatorRegistry
 from breakers.policy import load_policy
 from breakers.scope import validate_id
 from breakers.state_machine import BreakerState, force_open
-from hostile_helpers import INVALID_ID, allowed, calls, otlp_request, otlp_span, poison, poisoned
+from helpers.hostile import INVALID_ID, allowed, calls, otlp_request, otlp_span, poison, poisoned
 from streams.worker.http.api import Api
 from streams.contract.decode import REJECT_REASONS, decode_message
 from streams.worker.http.ingest import parse_body
@@ -32,7 +32,7 @@ from streams.engine.monitor import Monitor
 from streams.worker.otlp_bridge import OtlpTranslator
 from streams.engine.pipeline import TracePipeline
 from streams.settings import Settings
-from support import REPO
+from helpers.support import REPO
 
 MAX = 256 * 1024
 RUN = "unit"

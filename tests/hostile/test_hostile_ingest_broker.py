@@ -19,13 +19,11 @@ import httpx
 import orjson
 import pytest
 
-from breakers.operators import hash_token
 from breakers.scope import is_valid_scope
-from hostile_helpers import (INVALID_ID, alive_or_fail, allowed, authz, calls, otlp_incident,
+from helpers.hostile import (INVALID_ID, alive_or_fail, allowed, authz, calls, otlp_incident,
                              otlp_request, otlp_span, poison, poisoned, run_tag, tripping_burst, wait_worker)
-from streams.ops.procutil import stop_process
 from streams.kafka.producer import TraceProducer
-from support import Topics, WorkerProc, consume_all, start_worker
+from helpers.support import WorkerProc, consume_all, ingest_worker
 
 pytestmark = pytest.mark.broker
 
@@ -34,13 +32,8 @@ INGEST_TOKEN = "ingest-" + run_tag() + run_tag()
 
 @pytest.fixture(scope="module")
 def w(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProc]:
-    topics = Topics(f"hostile-{run_tag()}")
-    env = {"TRIPWIRE_METRICS_CACHE_S": "0",
-           "TRIPWIRE_INGEST_TOKENS": json.dumps([{"name": "hostile", "token_sha256": hash_token(INGEST_TOKEN)}])}
-    worker = start_worker(broker, tmp_path_factory.mktemp("hostile-ingest"), topics, app_id=f"tw-{topics.prefix}",
-                          extra_env=env)
-    yield worker
-    stop_process(worker.proc)  # type: ignore[arg-type]
+    with ingest_worker(broker, tmp_path_factory.mktemp("hostile-ingest"), "hostile", INGEST_TOKEN) as worker:
+        yield worker
 
 
 def _rejected(w: WorkerProc) -> float:

@@ -17,11 +17,11 @@ import httpx
 import orjson
 import pytest
 
-from hostile_helpers import (INVALID_ID, alive_or_fail, authz, calls, kill9, poisoned, run_tag, tripping_burst,
+from helpers.hostile import (INVALID_ID, alive_or_fail, authz, calls, kill9, poisoned, run_tag, tripping_burst,
                              wait_worker)
 from streams.ops.procutil import stop_process
 from streams.kafka.producer import TraceProducer
-from support import Topics, consume_all, start_worker
+from helpers.support import Topics, consume_all, start_worker
 
 pytestmark = pytest.mark.broker
 

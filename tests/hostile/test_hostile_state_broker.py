@@ -19,9 +19,9 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from hostile_helpers import alive_or_fail, authz, run_tag, tripping_burst, wait_worker
+from helpers.hostile import alive_or_fail, authz, run_tag, tripping_burst, wait_worker
 from streams.kafka.producer import TraceProducer
-from support import WorkerProc
+from helpers.support import WorkerProc
 
 pytestmark = pytest.mark.broker
 

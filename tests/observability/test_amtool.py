@@ -28,7 +28,7 @@ ROUTE_CASES = [
     ({"alertname": "TripwireConsumerLagHigh", "severity": "ticket", "drill": "false"}, ["tripwire-tickets"]),
     ({"alertname": "TripwireBreakerForcedOpen", "severity": "info", "drill": "false"}, ["tripwire-info"]),
     ({"alertname": "TripwireWorkerDown", "severity": "page"}, ["tripwire-page"]),
-    # alerts posted by the worker itself (breakers/alertmanager.py): no `service`, extra scope labels
+    # alerts posted by the worker itself (streams/worker/alertmanager.py): no `service`, extra scope labels
     ({"alertname": "TripwireBreakerEscalated", "scope": "tenant:acme/agent:a1/tool:shell", "severity": "page",
       "drill": "false", "agent": "a1", "tool": "shell", "tenant": "acme", "budget": "nm"}, ["tripwire-page"]),
     ({"alertname": "TripwireBreakerOpen", "scope": "agent:drill-3/tool:shell", "severity": "page",

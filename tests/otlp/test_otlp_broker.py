@@ -9,11 +9,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from otlp_fixtures import load, shifted_to_now, to_proto_bytes
+from helpers.otlp import load, shifted_to_now, to_proto_bytes
 
 from streams.ops.procutil import stop_process
 from streams.kafka.producer import TraceProducer
-from support import Topics, WorkerProc, consume_all, start_worker, wait_for
+from helpers.support import Topics, WorkerProc, consume_all, start_worker, wait_for
 
 pytestmark = pytest.mark.broker
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from otlp_fixtures import load, shifted_to_now, to_proto_bytes
+from helpers.otlp import load, shifted_to_now, to_proto_bytes
 
 from streams.contract.otlp import OtlpError, decode_request, map_request, map_span
 from streams.worker.otlp_bridge import OtlpTranslator
@@ -222,7 +222,7 @@ def test_docs_guardrail_table_matches_the_mapper() -> None:
     import re
 
     from streams.contract.otlp import DECISIONS, SKIP_REASONS
-    from support import REPO
+    from helpers.support import REPO
 
     doc = (REPO / "docs" / "connect.md").read_text()
     documented: dict[str, str | None] = {}

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import httpx
 
-from breakers.alertmanager import AsyncAlertmanager
+from streams.worker.alertmanager import AsyncAlertmanager
 from breakers.state_machine import Transition
 from streams.worker.alerting import AlertDispatcher
 

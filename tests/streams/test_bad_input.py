@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers.support import shared_data
 from streams.contract.decode import MAX_BATCH_EVENTS, REJECT_REASONS, decode_message
-from streams.worker.metrics import OTHER, LabelCap, Metrics, gauge
+from streams.engine.labels import OTHER, LabelCap
+from streams.worker.metrics import Metrics, gauge
 from streams.engine.pipeline import TracePipeline
 from streams.contract.schema import MAX_ATTRIBUTE_VALUE_LEN, MAX_ATTRIBUTES, MAX_ID_LEN, TraceEvent
 from streams.settings import Settings
-from streams_helpers import no_tripwire_env  # noqa: F401  (autouse)
-from streams_helpers import DEFAULT_MAX_BYTES, DROP, KEY, TS_MS, check_outcome, dumps, event, sandwich
+from helpers.streams import no_tripwire_env  # noqa: F401  (autouse)
+from helpers.streams import DEFAULT_MAX_BYTES, DROP, KEY, TS_MS, check_outcome, dumps, event, sandwich
 
-TOOLEMU = Path("/work/shared/data/toolemu-trace-v1.jsonl")
 
 
 def decode(value, key=KEY, max_bytes=DEFAULT_MAX_BYTES, **kw):
@@ -433,7 +433,6 @@ def test_attributes_must_be_scalars():
 
 # --------------------------------------------------------------------------- real data
 
-@pytest.mark.skipif(not TOOLEMU.exists(), reason=f"{TOOLEMU} is not present")
 def test_toolemu_file_only_over_long_tool_calls_rejected():
     """The ToolEmu data: exactly the 12 ``tool_call`` events whose ``tool`` is model reasoning text go to DLQ.
 
@@ -443,7 +442,7 @@ def test_toolemu_file_only_over_long_tool_calls_rejected():
     accepted = 0
     overlong_flags = 0
     rejected: list[tuple[str, int]] = []
-    for n, line in enumerate(TOOLEMU.read_bytes().splitlines()):
+    for n, line in enumerate(shared_data("toolemu-trace-v1.jsonl").read_bytes().splitlines()):
         if not line.strip():
             continue
         raw = orjson.loads(line)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +11,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
-from e2e_helpers import Tokens  # noqa: E402
-from streams.cli.main import main  # noqa: E402
-from streams.ops.incidents import build_incidents  # noqa: E402
-from support import Topics, WorkerProc, start_worker, stop_process, wait_for  # noqa: E402
+from helpers.e2e import Tokens
+from streams.cli.main import main
+from streams.ops.incidents import build_incidents
+from helpers.support import Topics, WorkerProc, start_worker, stop_process, wait_for
 
 pytestmark = pytest.mark.broker
 

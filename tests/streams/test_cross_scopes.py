@@ -53,13 +53,13 @@ def events(agent: str, t: float, calls: int, incidents: int, drill: bool = False
 
 def worker(policy: Path, wall: Wall, partitions: set[int] | None) -> Monitor:
     m = Monitor(load_policy(policy), clock=EventClock(wall=wall))
-    m.assigned = partitions
+    m.set_assignment(partitions)
     return m
 
 
 def share(src: Monitor, dst: Monitor) -> None:
     """What the transport does every couple of seconds: src's partitions' counts to dst."""
-    for p in sorted(src.assigned or ()):
+    for p in src.held_partitions():
         dst.apply_partials(encode_partials("tw", p, src.partition_partials(p)), f"tw:{p}".encode())
 
 
@@ -116,23 +116,23 @@ def test_a_moved_partition_is_not_counted_twice(cross_policy: Path) -> None:
     share(w2, w1)
     assert w1.window_counts("tool:shell", 3600, w1.clock.now())["tool_calls"] == 120
     # partition 2 moves to w1 (restored from its changelog): w1's own counts replace w2's record
-    w1.assigned = {0, 1, 2}
+    w1.set_assignment({0, 1, 2})
     w1.ingest(2, events("a2", wall.t, 70, 0))
     assert w1.window_counts("tool:shell", 3600, w1.clock.now())["tool_calls"] == 120
     # the worker without partition 0 never decides, even with open cross-agent states around
-    w2.assigned = {3}
+    w2.set_assignment({3})
     assert not w2.decides_cross()
 
 
 def test_the_decider_waits_for_the_others_counts(cross_policy: Path) -> None:
     wall = Wall(time.time())
     w1 = worker(cross_policy, wall, {0, 1})
-    w1.partials_ready = False
+    w1.share_with_workers("tw")  # the decider starts out waiting for the others' partials
+    w1.set_assignment({0, 1})
     w1.ingest(0, events("a0", wall.t, 300, 20))
     tick(wall, w1)
     assert "tool:shell" not in w1.states
-    w1.partials_ready = True
-    w1.urgent_scopes.update(w1.cross_scopes)
+    w1.partials_caught_up()
     tick(wall, w1)
     assert w1.states["tool:shell"].state == "open"
 
@@ -145,11 +145,11 @@ def test_published_partials_equal_the_partition_reads(cross_policy: Path) -> Non
     m.ingest(0, events("b0", wall.t, 20, 1, tenant="beta"))
     m.ingest(1, events("c1", wall.t, 40, 3))
     m.ingest(1, events("drill-x", wall.t, 50, 5, drill=True))
-    assert {"tool:shell", "global", "tenant:acme/global", "tenant:beta/global"} <= m.cross_scopes
+    assert {"tool:shell", "global", "tenant:acme/global", "tenant:beta/global"} <= m.counts.cross_scopes
     now = m.clock.now()
     for p in (0, 1):
         published = m.partition_partials(p)
-        for scope in m.cross_scopes:
+        for scope in m.counts.cross_scopes:
             for w, counts in published.get(scope, {}).items():
                 assert counts == m.window_counts(scope, w, now, partition=p), (p, scope, w)
     assert m.partition_partials(0)["tenant:acme/global"][3600]["tool_calls"] == 30
@@ -170,9 +170,9 @@ def test_a_restored_agent_publishes_its_cross_agent_counts_before_its_next_event
 def test_records_of_another_deployment_and_garbage_are_ignored(cross_policy: Path) -> None:
     wall = Wall(time.time())
     w1 = worker(cross_policy, wall, {0})
-    w1.remote.app_id = "tw"
+    w1.counts.remote.app_id = "tw"
     w1.apply_partials(encode_partials("other-app", 1, {"tool:shell": {3600: {"tool_calls": 999.0}}}), b"other-app:1")
     w1.apply_partials(b"not zlib", b"tw:1")
     w1.apply_partials(None, b"tw:1")
-    assert w1.remote.records == {} and w1.remote.unreadable == 1
+    assert w1.counts.remote.records == {} and w1.counts.remote.unreadable == 1
     assert w1.window_counts("tool:shell", 3600, w1.clock.now())["tool_calls"] == 0

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from streams.contract.decode import MAX_BATCH_EVENTS, decode_message
 from streams.contract.schema import KINDS, MAX_FUTURE_S, TraceEvent
-from streams_helpers import AGENT, KEY, check_outcome, event
+from helpers.streams import AGENT, KEY, check_outcome, event
 
 MAX_BYTES = 64 * 1024
 FIELDS = sorted(TraceEvent.model_fields)

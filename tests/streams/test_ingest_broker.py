@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from support import consume_all, wait_for
+from helpers.support import consume_all, wait_for
 from streams.kafka.producer import TraceProducer
 
 pytestmark = pytest.mark.broker

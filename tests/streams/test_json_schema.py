@@ -9,7 +9,7 @@ import pytest
 
 from streams.contract.decode import decode_message
 from streams.contract.schema import KINDS, MAX_ATTRIBUTES, TraceEvent, json_schema
-from streams_helpers import DROP, KEY, event
+from helpers.streams import DROP, KEY, event
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "trace-event-v1.json"
 

@@ -84,15 +84,15 @@ def test_hot_scopes_are_evaluated_at_most_once_per_hot_interval(setup) -> None:
     mon.ingest(0, _events("a", wall.t, 50, 1))
     wall.t += 0.25
     mon.evaluate(wall.t)
-    first = mon._evaluated_at["agent:a"]
+    first = mon.pacing.evaluated_at["agent:a"]
     mon.ingest(0, _events("a", wall.t, 5, 1, start=500))
     wall.t += 0.25
     mon.evaluate(wall.t)
-    assert mon._evaluated_at["agent:a"] == first  # deferred, not dropped
-    assert "agent:a" in mon.urgent_scopes
+    assert mon.pacing.evaluated_at["agent:a"] == first  # deferred, not dropped
+    assert "agent:a" in mon.pacing.urgent
     wall.t += 1.0
     mon.evaluate(wall.t)
-    assert mon._evaluated_at["agent:a"] > first
+    assert mon.pacing.evaluated_at["agent:a"] > first
 
 
 def test_calm_traffic_never_leaves_closed(setup) -> None:
@@ -127,12 +127,12 @@ def test_evaluation_respects_its_cpu_budget_and_catches_up(setup) -> None:
     mon, wall = setup
     for i in range(300):
         mon.ingest(0, _events(f"a{i}", wall.t, 3, 1))
-    mon.eval_budget_s = 0.0  # nothing fits: everything is deferred, nothing is lost
+    mon.tuning.eval_budget_s = 0.0  # nothing fits: everything is deferred, nothing is lost
     mon.evaluate(wall.t + 0.25)
-    assert mon.deferred_evaluations > 0 and len(mon.urgent_scopes) >= 300
-    mon.eval_budget_s = 10.0
+    assert mon.pacing.deferred > 0 and len(mon.pacing.urgent) >= 300
+    mon.tuning.eval_budget_s = 10.0
     mon.evaluate(wall.t + 0.5)
-    assert {f"agent:a{i}" for i in range(300)} <= set(mon._evaluated_at)
+    assert {f"agent:a{i}" for i in range(300)} <= set(mon.pacing.evaluated_at)
 
 
 def test_a_scope_whose_evaluation_raises_is_skipped_counted_and_logged_once(setup, monkeypatch, caplog) -> None:

@@ -10,12 +10,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.contract.decode import REJECT_REASONS
 from streams.engine.dedupe import RecentIds
-from streams.worker.metrics import Metrics
+from streams.worker.metrics import Metrics, ingest_families
 from streams.engine.pipeline import DeadLetter, TracePipeline
 from streams.contract.schema import KINDS
 from streams.settings import Settings
-from streams_helpers import no_tripwire_env  # noqa: F401  (autouse)
-from streams_helpers import KEY, dumps, event
+from helpers.streams import no_tripwire_env  # noqa: F401  (autouse)
+from helpers.streams import KEY, dumps, event
 
 TOPIC = "agent-traces"
 
@@ -208,7 +208,7 @@ def test_counters_exported_as_documented_metrics(pipe):
     process(pipe, dumps([event("llm_call"), event("llm_call"), event(kind="bogus")]))
     process(pipe, dumps([event("llm_call")]))  # fresh ids
     metrics = Metrics()
-    metrics.add_source(pipe.counters.families)
+    metrics.add_source(lambda: ingest_families(pipe.counters))
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for fam in text_string_to_metric_families(metrics.exposition().decode())

@@ -10,7 +10,7 @@ import pytest
 
 from streams.kafka.producer import TraceProducer
 from streams.ops.procutil import stop_process
-from support import start_worker, wait_for
+from helpers.support import start_worker, wait_for
 
 pytestmark = pytest.mark.broker
 

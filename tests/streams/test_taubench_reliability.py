@@ -7,22 +7,21 @@ import pytest
 from streams.kafka.producer import TraceProducer
 from streams.ops.procutil import stop_process
 from streams.ops.replay import replay_file
-from support import SHARED_DATA, start_worker, wait_for
+from helpers.support import shared_data, start_worker, wait_for
 
 pytestmark = pytest.mark.broker
 
-TAU = SHARED_DATA / "taubench-airline-trace-v1.jsonl"
 PASS_AT = {1: 0.42, 2: 0.5667, 3: 0.66, 4: 0.72}
 PASS_HAT = {1: 0.42, 2: 0.2733, 3: 0.22, 4: 0.20}
 
 
-@pytest.mark.skipif(not TAU.exists(), reason=f"{TAU} not present")
 def test_taubench_pass_at_k_through_broker_and_worker(broker, tmp_path, isolated_topics) -> None:
+    tau = shared_data("taubench-airline-trace-v1.jsonl")
     w = start_worker(broker, tmp_path, isolated_topics, app_id=f"tw-{isolated_topics.prefix}",
                      extra_env={"TRIPWIRE_METRICS_CACHE_S": "0"})
     try:
         producer = TraceProducer(broker.bootstrap, isolated_topics.traces)
-        stats = replay_file(TAU, producer, batch=25)
+        stats = replay_file(tau, producer, batch=25)
         producer.close()
         assert stats.events == 1364
         wait_for(lambda: w.metric("tripwire_events_total") >= 1364, 60, "all τ-bench events counted")

@@ -35,7 +35,7 @@ from breakers.policy import Policy, load_policy
 from detectors.config import DEFAULT_LEVELS
 from streams.kafka.producer import TraceProducer
 from streams.ops.replay import replay_file
-from support import REPO, SHARED_DATA, consume_all, wait_for
+from helpers.support import REPO, SHARED_DATA, consume_all, shared_data, wait_for
 
 pytestmark = pytest.mark.broker
 
@@ -112,8 +112,7 @@ def load_file() -> tuple[dict[str, AgentEvents], int, float]:
 
 @pytest.fixture
 def replayed(worker: Any, broker: Any) -> dict[str, Any]:
-    if not FILE.exists():
-        pytest.skip(f"{FILE} missing (shared data set not mounted)")
+    shared_data(FILE.name)  # skip (fail when CI=true) when the shared data set is missing
     started = time.time()
     producer = TraceProducer(broker.bootstrap, worker.topics.traces)
     try:

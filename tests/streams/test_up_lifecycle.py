@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from streams.ops.procutil import free_port, port_open
-from support import REPO, wait_for
+from helpers.support import REPO, wait_for
 
 pytestmark = pytest.mark.e2e
 

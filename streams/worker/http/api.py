@@ -1,6 +1,6 @@
 """HTTP API logic, independent of the web framework: authz, introspection, operator actions.
 
-Each handler returns a :class:`Reply`; ``streams.worker.app`` adapts them to faust views.
+Each handler returns a :class:`Reply`; ``streams.worker.http.routes`` adapts them to faust views.
 Operator actions need a bearer token with a role (viewer < operator < admin) and a
 reason, and are written to ``breaker-events`` with the actor. Tokens never reach
 the logs: failures log the operator name or "anonymous" only.
@@ -22,7 +22,9 @@ from breakers.introspect import KeyRing, introspect
 from breakers.operators import Operator, OperatorRegistry, approval_ttl, can, validate_reason
 from breakers.scope import ScopeError, canonical
 from breakers.state_machine import (
+    CLOSED,
     ENFORCING,
+    HALF_OPEN,
     BreakerActionError,
     BreakerState,
     approve,
@@ -41,9 +43,12 @@ ACTIONS = {"force-open": "force_open", "reset": "reset", "approve": "approve"}
 
 @dataclass
 class Reply:
+    """An HTTP answer: ``body`` is sent as JSON, or as raw bytes of ``content_type`` when that is set."""
+
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
 
 
 Publish = Callable[[Change], Awaitable[None]]
@@ -96,7 +101,7 @@ class Api:
                 mon.states[d.scope] = new
                 await self.publish(Change(new, []))
                 if not admitted:
-                    d = type(d)(False, 403, "half_open: no probe slot left", "half_open", d.scope)
+                    d = type(d)(False, 403, f"{HALF_OPEN}: no probe slot left", HALF_OPEN, d.scope)
             reply = Reply(d.status, {"allow": d.allow, "reason": d.reason, "state": d.state, "scope": d.scope},
                           d.headers)
         if self.observe_authz is not None:
@@ -157,7 +162,7 @@ class Api:
         st = mon.states.get(scope)
         verdicts = mon.explain(scope)
         if st is None:
-            return Reply(200, {"scope": scope, "state": "closed", "known": self.known(), "recorded": False,
+            return Reply(200, {"scope": scope, "state": CLOSED, "known": self.known(), "recorded": False,
                                "verdicts": verdicts})
         return Reply(200, {**state_view(st, mon.clock.now()), "recorded": True, "verdicts": verdicts})
 

@@ -18,7 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from faust.web import Request, Response, View
@@ -26,9 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from breakers.operators import can
 from streams.kafka.security import KafkaSecurity
-
-if TYPE_CHECKING:
-    from streams.worker.app import AppContext
+from streams.worker.context import AppContext
 
 log = logging.getLogger("tripwire.drill")
 RESULT_KEY = b"drill"
@@ -121,7 +119,7 @@ async def follow_results(bootstrap: str, topic: str, stats: DrillStats, security
             await consumer.stop()
 
 
-def register(ctx: "AppContext") -> None:
+def register(ctx: AppContext) -> None:
     """Add ``/v1/drills`` and the drill metrics to the worker."""
     stats = DrillStats()
     api = ctx.api

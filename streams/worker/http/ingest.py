@@ -18,6 +18,13 @@ token, 403 for a token without ingest rights, 413 too large, 415 unsupported
 content type, 503 when the broker did not acknowledge in time (retrying is safe:
 ``event_id`` dedupes).
 
+**OTLP/HTTP at the same path.** A body that is an OTLP ``ExportTraceServiceRequest``
+(``application/x-protobuf``, or ``application/json`` with ``resourceSpans``; optionally
+``Content-Encoding: gzip``) is what every OpenTelemetry SDK and Collector ``otlphttp``
+exporter posts here: its spans are mapped as those of ``otlp_spans``
+(:mod:`streams.contract.otlp_http`) and the reply is OTLP's (200 with ``partialSuccess``
+counting refused spans, 400 with a ``google.rpc.Status``), with the same token and limits.
+
 Auth: ``Authorization: Bearer <token>`` of an ``ingest_tokens`` entry (agents and
 collectors get these: they cannot touch breakers) or of an operator/admin
 operator. With no token configured at all, HTTP ingest is disabled (401).
@@ -29,19 +36,19 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from breakers.operators import OperatorRegistry, Role
-from streams.worker.http.api import Reply
 from streams.contract.decode import MAX_BATCH_EVENTS, decode_message
-from streams.worker.otlp_bridge import Outgoing, trace_messages
+from streams.contract.otlp import OtlpError
+from streams.contract.otlp_http import decompress, export_traces, is_otlp
 from streams.settings import Settings
-
-if TYPE_CHECKING:
-    from streams.worker.app import AppContext
+from streams.worker.context import AppContext
+from streams.worker.http.api import Reply
+from streams.worker.otlp_bridge import Outgoing, trace_messages
 
 log = logging.getLogger("tripwire.ingest")
 
@@ -170,14 +177,38 @@ class TraceIngest:
         return None
 
     async def handle(self, authorization: str | None, content_type: str, content_length: int | None,
-                     read: Callable[[int], Awaitable[bytes | None]]) -> Reply:
+                     read: Callable[[int], Awaitable[bytes | None]], content_encoding: str | None = None) -> Reply:
         """Authenticate, read at most MAX_BODY_BYTES via ``read(limit)`` (None = too large), validate, forward."""
-        reply = await self._handle(authorization, content_type, content_length, read)
+        reply = await self._handle(authorization, content_type, content_length, read, content_encoding)
         self.stats.requests[str(reply.status)] += 1
         return reply
 
+    async def _forward(self, events: list[dict[str, Any]]) -> Exception | None:
+        """Produce ``events`` to the trace topic and wait for the acks; the error, if any."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(self.send(m) for m in trace_messages(events, self.settings))),
+                                   ACK_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - timeout or producer error: the client may retry
+            log.warning("ingest: forwarding %d events failed: %s", len(events), exc)
+            return exc
+        self.stats.events["accepted"] += len(events)
+        return None
+
+    async def _otlp(self, body: bytes, content_type: str) -> Reply:
+        """An OTLP/HTTP export (already decompressed): map its spans, forward the events, answer as OTLP does."""
+        otlp = export_traces(body, content_type, max_bytes=MAX_BODY_BYTES)
+        if otlp.mapped is None:
+            return Reply(otlp.status, otlp.body, content_type=otlp.content_type)
+        self.stats.events["rejected"] += len(otlp.mapped.invalid)
+        if otlp.mapped.events:
+            error = await self._forward(otlp.mapped.events)
+            if error is not None:
+                return Reply(503, {"error": f"the broker did not acknowledge the events: {type(error).__name__}"},
+                             {"Retry-After": "1"})
+        return Reply(200, otlp.body, content_type=otlp.content_type)
+
     async def _handle(self, authorization: str | None, content_type: str, content_length: int | None,
-                      read: Callable[[int], Awaitable[bytes | None]]) -> Reply:
+                      read: Callable[[int], Awaitable[bytes | None]], content_encoding: str | None = None) -> Reply:
         denied = self.authorized(authorization)
         if denied is not None:
             return denied
@@ -187,25 +218,27 @@ class TraceIngest:
         body = await read(MAX_BODY_BYTES)
         if body is None:
             return too_large
+        try:  # gzip / deflate bodies (OTLP exporters compress by default), bounded after decoding too
+            body = decompress(body, content_encoding, MAX_BODY_BYTES)
+        except OtlpError as exc:
+            return too_large if exc.reason == "otlp_too_large" else Reply(400, {"error": exc.detail})
+        if is_otlp(body, content_type):
+            return await self._otlp(body, content_type)
         try:
             events, rejected = parse_body(body, content_type, max_event_bytes=self.settings.max_message_bytes)
         except ValueError as exc:
             return Reply(415, {"error": str(exc)})
         self.stats.events["rejected"] += len(rejected)
         if events:
-            try:
-                await asyncio.wait_for(asyncio.gather(*(self.send(m) for m in
-                                                        trace_messages(events, self.settings))), ACK_TIMEOUT_S)
-            except Exception as exc:  # noqa: BLE001 - timeout or producer error: the client may retry
-                log.warning("ingest: forwarding %d events failed: %s", len(events), exc)
-                return Reply(503, {"error": f"the broker did not acknowledge the events: {type(exc).__name__}",
+            error = await self._forward(events)
+            if error is not None:
+                return Reply(503, {"error": f"the broker did not acknowledge the events: {type(error).__name__}",
                                    "accepted": 0, "rejected": rejected}, {"Retry-After": "1"})
-            self.stats.events["accepted"] += len(events)
         status = 200 if not rejected else 207 if events else 400
         return Reply(status, {"accepted": len(events), "rejected": rejected})
 
 
-def register(ctx: "AppContext") -> None:
+def register(ctx: AppContext) -> None:
     """Add ``POST /v1/traces`` to the worker."""
     from faust.web import Request, Response, View
 
@@ -236,4 +269,9 @@ def register(ctx: "AppContext") -> None:
             reply = await ingest.handle(request.headers.get("Authorization"),
                                         request.headers.get("Content-Type", ""),
                                         int(length) if length and length.isdigit() else None, read)
+            # no Content-Encoding passed on: aiohttp already inflated a gzip/deflate body as ``read`` streams it
+            # (and ``read`` bounds the inflated size)
+            if reply.content_type is not None:  # OTLP: protobuf or JSON bytes, as the exporter sent
+                return self.bytes(reply.body, content_type=reply.content_type, status=reply.status,
+                                  headers=reply.headers)
             return self.json(reply.body, status=reply.status, headers=reply.headers)

@@ -1,21 +1,17 @@
 """The worker's HTTP routes (faust views), adapting :class:`streams.worker.http.api.Api` and friends.
 
 Every handler is a thin adapter: the logic lives in ``streams.worker.http.api`` (authz, introspection,
-operator actions) and in the objects of :class:`streams.worker.app.AppContext`.
+operator actions) and in the objects of :class:`streams.worker.context.AppContext`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from faust.web import Request, Response, View
 
+from streams.worker.context import AppContext
 from streams.worker.http.api import Reply
-
-if TYPE_CHECKING:
-    from streams.worker.app import AppContext
-
 
 #: the request headers that name who calls what; each must appear at most once
 IDENTITY_HEADERS = ("X-Agent-Id", "X-Tool", "X-Tenant")
@@ -25,7 +21,7 @@ def _reply(view: View, r: Reply) -> Response:
     return view.json(r.body, status=r.status, headers=r.headers)
 
 
-def register(ctx: "AppContext") -> None:
+def register(ctx: AppContext) -> None:
     """Add /metrics, /healthz, /readyz, /v1/status, /v1/authz, /v1/introspect and /v1/breakers."""
     app, api, metrics, monitor, pipeline, readiness = (ctx.app, ctx.api, ctx.metrics, ctx.monitor, ctx.pipeline,
                                                        ctx.readiness)

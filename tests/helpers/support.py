@@ -8,36 +8,58 @@ consumer group and topic names, so tests never see each other's events.
 from __future__ import annotations
 
 import itertools
+import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
-if not SHARED_DATA.exists():
-    SHARED_DATA = Path("/work/shared/data")
+from streams.kafka.broker import EmbeddedBroker
+from streams.ops.devstack import DEV_PARTITIONS, DevStack, spawn_worker, topics_env
+from streams.ops.procutil import free_port, stop_process
+from streams.settings import Topics as SettingsTopics
 
-from streams.kafka.broker import EmbeddedBroker  # noqa: E402
-from streams.ops.procutil import free_port, spawn_guarded, stop_process  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 
 def on_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
 
 
+def shared_data_dir() -> Path:
+    """The shared data sets: ``$TRIPWIRE_SHARED_DATA``, else ``../shared/data`` next to the repository."""
+    explicit = os.environ.get("TRIPWIRE_SHARED_DATA", "").strip()
+    return Path(explicit) if explicit else REPO.parent / "shared" / "data"
+
+
+#: where the shared data sets are looked for (use :func:`shared_data` to get a file or a clear skip)
+SHARED_DATA = shared_data_dir()
+
+
+def shared_data(name: str) -> Path:
+    """Path of the shared data file ``name``; skip with the reason when it is missing, fail when CI=true."""
+    path = shared_data_dir() / name
+    if path.is_file():
+        return path
+    reason = (f"shared data file {path} is missing (set TRIPWIRE_SHARED_DATA to the directory holding {name}, "
+              "or put the shared data set at ../shared/data next to the repository)")
+    if on_ci():
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker(tmp_path_factory.mktemp("broker"))
-    b.start()
-    yield b
-    b.stop()
+    stack = DevStack(tmp_path_factory.mktemp("broker"))
+    stack.start_broker()
+    yield stack.broker
+    stack.stop()
 
 
 _counter = itertools.count()
@@ -62,14 +84,7 @@ class Topics:
         self.scope_partials = f"{self.prefix}-scope-partials"
 
     def env(self) -> dict[str, str]:
-        return {
-            "TRIPWIRE_TOPICS__TRACES": self.traces,
-            "TRIPWIRE_TOPICS__DLQ": self.dlq,
-            "TRIPWIRE_TOPICS__BREAKER_STATE": self.breaker_state,
-            "TRIPWIRE_TOPICS__BREAKER_EVENTS": self.breaker_events,
-            "TRIPWIRE_TOPICS__OTLP": self.otlp,
-            "TRIPWIRE_TOPICS__SCOPE_PARTIALS": self.scope_partials,
-        }
+        return topics_env({name: getattr(self, name) for name in SettingsTopics.model_fields})
 
 
 @dataclass
@@ -126,23 +141,32 @@ def start_worker(
     port: int | None = None,
     extra_env: dict[str, str] | None = None,
     extra_args: list[str] | None = None,
-    partitions: int = 4,
+    partitions: int = DEV_PARTITIONS,
     wait_ready: bool = True,
 ) -> WorkerProc:
     port = port or free_port()
-    log = tmp_path / f"worker-{port}.log"
-    env = dict(os.environ)
-    env.update(topics.env())
-    env.update({"TRIPWIRE_APP_ID": app_id, "PYTHONUNBUFFERED": "1"})
-    env.update(extra_env or {})
-    argv = [sys.executable, "-m", "streams.cli", "worker", "--broker", broker.url, "--web-port", str(port),
-            "--data-dir", str(tmp_path / "data"), "--partitions", str(partitions), *(extra_args or [])]
-    with open(log, "ab") as fh:
-        proc = spawn_guarded(argv, stdout=fh, stderr=fh, env=env, cwd=str(REPO))
-    w = WorkerProc(proc, f"http://127.0.0.1:{port}", port, log, topics, app_id, env)
+    env = {**topics.env(), "TRIPWIRE_APP_ID": app_id, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    p = spawn_worker(broker.url, data_dir=tmp_path / "data", log=tmp_path / f"worker-{port}.log", web_port=port,
+                     partitions=partitions, env=env, extra_args=extra_args or (), cwd=REPO)
+    w = WorkerProc(p.proc, p.web, p.port, p.log, topics, app_id, p.env)
     if wait_ready:
         wait_ready_or_fail(w)
     return w
+
+
+@contextmanager
+def ingest_worker(broker: EmbeddedBroker, tmp_path: Path, name: str, token: str) -> Iterator[WorkerProc]:
+    """A worker on topics of its own that accepts ``POST /v1/traces`` with the bearer ``token``."""
+    from breakers.operators import hash_token
+
+    topics = Topics(f"{name}-{next(_counter)}-{os.getpid()}")
+    env = {"TRIPWIRE_METRICS_CACHE_S": "0",
+           "TRIPWIRE_INGEST_TOKENS": json.dumps([{"name": name, "token_sha256": hash_token(token)}])}
+    w = start_worker(broker, tmp_path, topics, app_id=f"tw-{topics.prefix}", extra_env=env)
+    try:
+        yield w
+    finally:
+        stop_process(w.proc)  # type: ignore[arg-type]
 
 
 def wait_ready_or_fail(w: WorkerProc, timeout: float = 90) -> None:

@@ -25,7 +25,7 @@ import orjson
 
 from breakers.operators import generate_token, hash_token
 from streams.ops.procutil import free_port, spawn_guarded, stop_process
-from support import REPO, wait_for
+from helpers.support import REPO, wait_for
 
 GATEWAY_CONF = REPO / "deploy" / "nginx" / "tool-gateway.conf"
 _ids = itertools.count()

@@ -1,4 +1,4 @@
-"""Alertmanager client logic against httpx.MockTransport (no network)."""
+"""The worker's Alertmanager client against httpx.MockTransport (no network)."""
 from __future__ import annotations
 
 import asyncio
@@ -7,12 +7,11 @@ import json
 import httpx
 import pytest
 
-from breakers.alertmanager import (
-    ALERT_ESCALATED, ALERT_OPEN, Alertmanager, AlertmanagerError, AsyncAlertmanager, alert_for_transition,
-    alert_labels, rfc3339,
+from streams.worker.alertmanager import (
+    ALERT_ESCALATED, ALERT_OPEN, AlertmanagerError, AsyncAlertmanager, alert_for_transition, alert_labels, rfc3339,
 )
 
-from breakers_helpers import T0
+T0 = 1_700_000_000.0
 
 
 class Recorder:
@@ -31,9 +30,18 @@ class Recorder:
 
 def make(rec, **kw):
     sleeps = []
-    am = Alertmanager("http://am:9093/", client=httpx.Client(transport=httpx.MockTransport(rec)),
-                      sleep=sleeps.append, rng=lambda: 1.0, **kw)
+
+    async def sleep(d):
+        sleeps.append(d)
+
+    am = AsyncAlertmanager("http://am:9093/", client=httpx.AsyncClient(transport=httpx.MockTransport(rec)),
+                           sleep=sleep, rng=lambda: 1.0, **kw)
     return am, sleeps
+
+
+def run(body):
+    """Run an async test body (one event loop per test)."""
+    return asyncio.run(body())
 
 
 def test_labels_from_scope():
@@ -48,7 +56,7 @@ def test_labels_from_scope():
 def test_fire_payload_and_resolve():
     rec = Recorder()
     am, _ = make(rec, repost_interval=60, generator_url="http://tw:6066/v1/breakers")
-    p = am.fire("agent:a", summary="burn 18x", evidence={"1h": {"tool_calls": 210}}, budget="wnm", now=T0)
+    p = run(lambda: am.fire("agent:a", summary="burn 18x", evidence={"1h": {"tool_calls": 210}}, budget="wnm", now=T0))
     (body,) = rec.bodies[0]
     assert body == p
     assert body["labels"]["alertname"] == ALERT_ESCALATED and body["labels"]["budget"] == "wnm"
@@ -57,7 +65,7 @@ def test_fire_payload_and_resolve():
     assert body["annotations"]["runbook_url"].endswith("runbooks.md#tripwirebreakerescalated")
     assert body["startsAt"] == rfc3339(T0) and body["endsAt"] == rfc3339(T0 + 240)
     assert body["generatorURL"] == "http://tw:6066/v1/breakers/agent%3Aa"
-    r = am.resolve("agent:a", now=T0 + 30)
+    r = run(lambda: am.resolve("agent:a", now=T0 + 30))
     assert r["labels"] == body["labels"] and r["endsAt"] == rfc3339(T0 + 30) and r["startsAt"] == body["startsAt"]
     assert am.active == {}
 
@@ -65,14 +73,14 @@ def test_fire_payload_and_resolve():
 def test_resolve_unknown_alert_rebuilds_labels():
     rec = Recorder()
     am, _ = make(rec)
-    r = am.resolve("agent:a/tool:x", alertname=ALERT_OPEN, now=T0)
+    r = run(lambda: am.resolve("agent:a/tool:x", alertname=ALERT_OPEN, now=T0))
     assert r["labels"]["tool"] == "x" and r["endsAt"] == r["startsAt"]
 
 
 def test_retry_with_backoff_then_success():
     rec = Recorder([503, "boom", 429, 200])
     am, sleeps = make(rec, backoff_base=0.5, backoff_max=1.5)
-    am.fire("agent:a", summary="s", now=T0)
+    run(lambda: am.fire("agent:a", summary="s", now=T0))
     assert len(rec.bodies) == 4
     assert sleeps == [0.5, 1.0, 1.5]  # rng()=1 → the full capped exponential delay
 
@@ -87,26 +95,30 @@ def test_client_error_not_retried_and_gives_up():
     rec = Recorder([400])
     am, sleeps = make(rec)
     with pytest.raises(AlertmanagerError, match="HTTP 400"):
-        am.fire("agent:a", summary="s", now=T0)
+        run(lambda: am.fire("agent:a", summary="s", now=T0))
     assert len(rec.bodies) == 1 and sleeps == []
     rec = Recorder([500] * 10)
     am, sleeps = make(rec, retries=2)
     with pytest.raises(AlertmanagerError, match="giving up after 3 attempts"):
-        am.fire("agent:a", summary="s", now=T0)
+        run(lambda: am.fire("agent:a", summary="s", now=T0))
     assert ("ALERT_ESCALATED" and (ALERT_ESCALATED, "agent:a")) in am.active  # kept for the next repost
 
 
 def test_repost_due():
     rec = Recorder()
     am, _ = make(rec, repost_interval=60)
-    am.fire("agent:a", summary="a", now=T0)
-    am.fire("agent:b", summary="b", alertname=ALERT_OPEN, now=T0 + 30)
-    assert am.repost_due(T0 + 59) == 0
-    assert am.repost_due(T0 + 60) == 1 and rec.bodies[-1][0]["labels"]["scope"] == "agent:a"
-    assert rec.bodies[-1][0]["startsAt"] == rfc3339(T0)  # the original start is kept
-    assert am.repost_due(T0 + 95) == 1 and rec.bodies[-1][0]["labels"]["scope"] == "agent:b"
-    am.resolve("agent:a", now=T0 + 100)
-    assert am.repost_due(T0 + 1000) == 1
+
+    async def body():
+        await am.fire("agent:a", summary="a", now=T0)
+        await am.fire("agent:b", summary="b", alertname=ALERT_OPEN, now=T0 + 30)
+        assert await am.repost_due(T0 + 59) == 0
+        assert await am.repost_due(T0 + 60) == 1 and rec.bodies[-1][0]["labels"]["scope"] == "agent:a"
+        assert rec.bodies[-1][0]["startsAt"] == rfc3339(T0)  # the original start is kept
+        assert await am.repost_due(T0 + 95) == 1 and rec.bodies[-1][0]["labels"]["scope"] == "agent:b"
+        await am.resolve("agent:a", now=T0 + 100)
+        assert await am.repost_due(T0 + 1000) == 1
+
+    run(body)
 
 
 def test_async_client_same_behaviour():

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "otlp" / "fixtures"
 
 
 def load(name: str) -> dict[str, Any]:

@@ -37,7 +37,7 @@ DROP = object()
 
 @pytest.fixture(autouse=True)
 def no_tripwire_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings() must see defaults only (load_settings() writes TRIPWIRE_CONFIG into os.environ).
+    """Settings() must see defaults only (no TRIPWIRE_* variable of the environment running the tests).
 
     Autouse in every module that imports it.
     """

@@ -1,4 +1,4 @@
-"""Helpers shared by the breakers tests (a uniquely named module: `conftest` is ambiguous on sys.path)."""
+"""Helpers shared by the breakers tests."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -24,12 +24,6 @@ COMPOSE_DIR = REPO / "deploy" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 K8S_DIR = REPO / "deploy" / "k8s"
 
-# Paths other engineers own that a deploy file references before they may exist.
-# Missing -> xfail with this reason (checked normally once the file is there).
-PENDING_FILES = {
-    REPO / "deploy" / "nginx" / "tool-gateway.conf": "deploy/nginx/tool-gateway.conf (nginx tool-gateway example) is not written yet",
-}
-
 
 def on_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
@@ -121,9 +115,7 @@ def load_yaml_all(path: Path) -> list[Any]:
 
 
 def check_exists(path: Path) -> None:
-    """Assert that ``path`` exists; xfail for a known pending file of another engineer."""
+    """Assert that ``path`` exists."""
     if path.exists():
         return
-    if path in PENDING_FILES:
-        pytest.xfail(PENDING_FILES[path])
     raise AssertionError(f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path} does not exist")

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from breakers.alertmanager import ALERT_ESCALATED, ALERT_OPEN, Alertmanager, AsyncAlertmanager
+from streams.worker.alertmanager import ALERT_ESCALATED, ALERT_OPEN, AsyncAlertmanager
 
 BINARY = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 CONFIG = """\
@@ -85,24 +85,28 @@ def _wait_for(pred, timeout=10.0):
     return pred()
 
 
-def test_fire_read_back_resolve_sync(alertmanager):
+def test_fire_read_back_resolve(alertmanager):
     scope = 'tenant:acme/agent:bot "1"/tool:payments.refund'
-    with Alertmanager(alertmanager, repost_interval=60, generator_url="http://tw/v1/breakers") as am:
-        am.fire(scope, summary="weighted near-miss burn 18.2x over 1h", evidence={"1h": {"tool_calls": 210}},
-                budget="weighted-near-miss", drill=False)
-        got = _wait_for(lambda: _alerts(alertmanager, scope))
-        assert len(got) == 1
-        a = got[0]
-        assert a["labels"]["alertname"] == ALERT_ESCALATED
-        assert a["labels"]["agent"] == 'bot "1"' and a["labels"]["tool"] == "payments.refund"
-        assert a["labels"]["tenant"] == "acme" and a["labels"]["drill"] == "false"
-        assert a["labels"]["budget"] == "weighted-near-miss" and a["labels"]["severity"] == "page"
-        assert a["annotations"]["summary"].startswith("weighted near-miss")
-        assert a["status"]["state"] == "active"
-        assert a["generatorURL"].startswith("http://tw/v1/breakers/")
-        assert am.repost_due(time.time() + 61) == 1
-        am.resolve(scope)
-        assert _wait_for(lambda: _alerts(alertmanager, scope) == [])
+
+    async def body():  # the checks block the loop on purpose: nothing else runs on it
+        async with AsyncAlertmanager(alertmanager, repost_interval=60, generator_url="http://tw/v1/breakers") as am:
+            await am.fire(scope, summary="weighted near-miss burn 18.2x over 1h", evidence={"1h": {"tool_calls": 210}},
+                          budget="weighted-near-miss", drill=False)
+            got = _wait_for(lambda: _alerts(alertmanager, scope))
+            assert len(got) == 1
+            a = got[0]
+            assert a["labels"]["alertname"] == ALERT_ESCALATED
+            assert a["labels"]["agent"] == 'bot "1"' and a["labels"]["tool"] == "payments.refund"
+            assert a["labels"]["tenant"] == "acme" and a["labels"]["drill"] == "false"
+            assert a["labels"]["budget"] == "weighted-near-miss" and a["labels"]["severity"] == "page"
+            assert a["annotations"]["summary"].startswith("weighted near-miss")
+            assert a["status"]["state"] == "active"
+            assert a["generatorURL"].startswith("http://tw/v1/breakers/")
+            assert await am.repost_due(time.time() + 61) == 1
+            await am.resolve(scope)
+            assert _wait_for(lambda: _alerts(alertmanager, scope) == [])
+
+    asyncio.run(body())
 
 
 def test_fire_and_resolve_async_drill(alertmanager):

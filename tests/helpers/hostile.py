@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from support import WorkerProc, consume_all, wait_for
+from helpers.support import WorkerProc, consume_all, wait_for
 
 INVALID_ID = "invalid_id"
 _ids = itertools.count()

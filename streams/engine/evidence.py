@@ -1,0 +1,78 @@
+"""The evidence a policy evaluation reads: window counts at one instant, minus operator resets.
+
+:class:`EvidenceAt` is the :class:`breakers.evidence.EvidenceReader` the engine hands to
+:func:`breakers.evaluate.evaluate`; it reads each (scope, window) once per evaluation tick.
+:class:`ResetBaselines` remembers, per scope, the counts at an operator's reset: evidence
+from before a reset no longer counts against the scope.
+
+>>> baselines = ResetBaselines()
+>>> baselines.note("agent:a", 100.0, {300: {"incidents": 4.0}}, now=100.0, longest=300)
+>>> baselines.subtract("agent:a", 300, 200.0, {"incidents": 5.0, "tool_calls": 9.0})
+{'incidents': 1.0, 'tool_calls': 9.0}
+>>> baselines.subtract("agent:a", 300, 500.0, {"incidents": 5.0})  # the window rolled past the reset
+{'incidents': 5.0}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from streams.engine.agent_state import AgentState
+
+Counts = dict[str, float]
+
+
+class ResetBaselines:
+    """Per scope: (reset time, {window_s: counts at the reset})."""
+
+    __slots__ = ("by_scope",)
+
+    def __init__(self) -> None:
+        self.by_scope: dict[str, tuple[float, dict[int, Counts]]] = {}
+
+    def note(self, scope: str, at: float, counts: dict[int, Counts], now: float, longest: int) -> None:
+        """Remember the counts of ``scope`` at a reset at ``at``; forget baselines no window reaches."""
+        self.by_scope[scope] = (at, counts)
+        for other, (t, _) in list(self.by_scope.items()):
+            if now - t > max(longest, 3 * 86400):
+                del self.by_scope[other]
+
+    def subtract(self, scope: str, window_s: int, now: float, counts: Counts) -> Counts:
+        """``counts`` of a window, less what was there at the reset while the window reaches back before it.
+
+        Approximation: as pre-reset buckets age out of a window, the subtraction can exceed
+        what is left of them (clamped at 0), so the window briefly under-counts; it is exact
+        again once the window no longer reaches back before the reset.
+        """
+        base = self.by_scope.get(scope)
+        if base is None or now - base[0] >= window_s or window_s not in base[1]:
+            return counts
+        before = base[1][window_s]
+        return {k: max(0.0, v - before.get(k, 0.0)) for k, v in counts.items()}
+
+
+class EvidenceAt:
+    """breakers.EvidenceReader over the engine's counts at one instant (cached per scope and window)."""
+
+    __slots__ = ("_counts", "_agent_state", "_baselines", "_drift_active_s", "now", "_cache")
+
+    def __init__(self, counts: Callable[[str, int, float], Counts], agent_state: Callable[[str], AgentState | None],
+                 baselines: ResetBaselines, drift_active_s: float, now: float) -> None:
+        self._counts = counts
+        self._agent_state = agent_state
+        self._baselines = baselines
+        self._drift_active_s = drift_active_s
+        self.now = now
+        self._cache: dict[tuple[str, int], Counts] = {}
+
+    def window_counts(self, scope: str, window_s: int) -> Counts:
+        key = (scope, window_s)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._baselines.subtract(scope, window_s, self.now, self._counts(scope, window_s, self.now))
+            self._cache[key] = hit
+        return hit
+
+    def drift_active(self, scope: str) -> bool:
+        st = self._agent_state(scope)
+        return bool(st and st.last_drift_ts and self.now - st.last_drift_ts <= self._drift_active_s)

@@ -1,0 +1,50 @@
+"""The engine's tuning knobs, one model: how often scopes are evaluated and what memory is bounded.
+
+Defaults are what the worker runs with; ``Settings.engine`` (``TRIPWIRE_ENGINE__HOT_EVAL_S``, …)
+overrides them.
+
+>>> EngineTuning().hot_eval_s, EngineTuning(eval_budget_s=0.5).eval_budget_s
+(1.0, 0.5)
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class EngineTuning(BaseModel):
+    """Pacing of evaluations and bounds of the engine's in-memory state."""
+
+    relaxed_eval_s: float = Field(
+        5.0, ge=0,
+        description="scopes that saw only good events (which cannot raise a rate) are evaluated at most this "
+        "often; they are not skipped, since good calls can complete a minimum-evidence rule")
+    hot_eval_s: float = Field(
+        1.0, ge=0,
+        description="a scope is evaluated on the first tick after a bad event (flag, incident, error, drift), "
+        "then at most once per this many seconds while bad events keep coming")
+    eval_budget_s: float = Field(
+        0.1, ge=0,
+        description="CPU time one evaluation tick may spend; past it the remaining scopes wait for the next tick "
+        "(least recently evaluated first), so ingest keeps up when thousands of scopes change at once")
+    sort_above: int = Field(
+        500, ge=0,
+        description="with more candidate scopes than this in one tick, they are evaluated least recently "
+        "evaluated first (no starvation under overload)")
+    agent_idle_evict_s: float = Field(
+        3 * 86400.0, gt=0,
+        description="an agent silent this long (event time) is forgotten and its checkpoint deleted; its breaker "
+        "states are kept")
+    drift_active_s: float = Field(
+        6 * 3600.0, ge=0,
+        description="a drift report keeps the agent's drift signal active this long (what `drift` budgets read)")
+    drift_reports_max: int = Field(
+        1000, ge=1,
+        description="drift reports waiting to be published; under a drift storm the oldest are dropped")
+    scope_cache_max: int = Field(
+        100_000, ge=1,
+        description="entries of each scope cache (typed scopes parsed from strings, scopes guarding an event, "
+        "cross-agent scopes per tool and tenant) before it is cleared")
+    errors_logged_max: int = Field(
+        10_000, ge=0,
+        description="scopes whose first failure is remembered so that each is logged once")
