@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
-from helpers.faults import calls, flags, kill9
+from helpers.faults import calls, changelog_records, flags, kill9
 from streams.ops.procutil import stop_process
 from streams.kafka.producer import TraceProducer
 from helpers.support import start_worker, wait_for
@@ -26,24 +25,14 @@ AGENT = "dd-agent"
 
 def checkpointed_ids(bootstrap: str, changelog: str) -> tuple[set[str], set[str]]:
     """(event ids in dedupe chunks, agent keys) currently in the scope-state changelog."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=500)
-    try:
-        parts = consumer.partitions_for_topic(changelog) or set()
-        tps = [TopicPartition(changelog, p) for p in parts]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ids: set[str] = set()
-        agents: set[str] = set()
-        for _ in range(4):
-            for recs in consumer.poll(timeout_ms=300).values():
-                for rec in recs:
-                    if rec.key.startswith(b"\x00dedupe:"):
-                        ids.update(pair[0] for pair in orjson.loads(rec.value)["ids"])
-                    else:
-                        agents.add(rec.key.decode())
-        return ids, agents
-    finally:
-        consumer.close()
+    ids: set[str] = set()
+    agents: set[str] = set()
+    for key, value in changelog_records(bootstrap, changelog):
+        if key.startswith(b"\x00dedupe:"):
+            ids.update(pair[0] for pair in orjson.loads(value)["ids"])
+        elif not key.startswith(b"\x00"):
+            agents.add(key.decode())
+    return ids, agents
 
 
 def test_dedupe_memory_survives_kill9(broker, tmp_path, isolated_topics) -> None:

@@ -19,8 +19,7 @@ import time
 
 import httpx
 import pytest
-from helpers.faults import event, kill9
-from kafka import KafkaConsumer, TopicPartition
+from helpers.faults import changelog_records, event, kill9
 from prometheus_client.parser import text_string_to_metric_families
 from helpers.support import start_worker, wait_for
 
@@ -62,26 +61,14 @@ def events_counted(web: str) -> int:
 
 def checkpointed_agents(bootstrap: str, changelog: str) -> set[str]:
     """Agent keys in the scope-state changelog (live ones: the last record per key is not a tombstone)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=500)
-    try:
-        parts = consumer.partitions_for_topic(changelog) or set()
-        tps = [TopicPartition(changelog, p) for p in parts]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        latest: dict[bytes, bytes | None] = {}
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(consumer.position(tp) < ends[tp] for tp in tps):
-            for recs in consumer.poll(timeout_ms=300).values():
-                for rec in recs:
-                    latest[rec.key] = rec.value
-        return {k.decode() for k, v in latest.items() if v is not None and not k.startswith(b"\x00")}
-    finally:
-        consumer.close()
+    latest = dict(changelog_records(bootstrap, changelog))
+    return {k.decode() for k, v in latest.items() if v is not None and not k.startswith(b"\x00")}
 
 
 def test_capped_checkpoint_never_commits_ahead_of_saved_state(broker, tmp_path, isolated_topics) -> None:
-    env = {"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_CHECKPOINT_INTERVAL_S": "5",
+    # a checkpoint every 10 s saves ~90 agents of the 800: the kill lands after the first capped checkpoint
+    # and long before the ninth, however slow the box is
+    env = {"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_CHECKPOINT_INTERVAL_S": "10",
            "TRIPWIRE_CHECKPOINT_MAX_BYTES": str(CAP_BYTES), "TRIPWIRE_MAX_AGENTS": str(AGENTS + 100)}
     app_id = f"tw-{isolated_topics.prefix}"
     changelog = f"{app_id}-scope-state-changelog"
@@ -96,6 +83,7 @@ def test_capped_checkpoint_never_commits_ahead_of_saved_state(broker, tmp_path, 
         wait_for(lambda: events_counted(w1.web) == total, 60, f"{total} events counted")
         before = per_agent_counts(w1.metrics_text())
         assert len({agent for agent, _ in before}) == AGENTS
+        wait_for(lambda: checkpointed_agents(broker.bootstrap, changelog), 60, "a first capped checkpoint")
         time.sleep(2.5)  # > faust's 1 s commit interval: any released offset is committed by now
         saved = checkpointed_agents(broker.bootstrap, changelog)
         kill9(w1.proc)  # no final checkpoint, no final commit

@@ -78,3 +78,23 @@ class AuthzPoller(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=10)
+
+
+def changelog_records(bootstrap: str, changelog: str, timeout: float = 15.0) -> list[tuple[bytes, bytes | None]]:
+    """Every (key, value) of a changelog topic, oldest first, read up to the end offsets taken at the start."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=500)
+    try:
+        tps = [TopicPartition(changelog, p) for p in consumer.partitions_for_topic(changelog) or set()]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[tuple[bytes, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(consumer.position(tp) < ends[tp] for tp in tps):
+            for recs in consumer.poll(timeout_ms=300).values():
+                out.extend((rec.key, rec.value) for rec in recs)
+        return out
+    finally:
+        consumer.close()
