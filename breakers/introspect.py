@@ -13,6 +13,7 @@ The token is never logged and never appears in an exception message or a respons
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -96,8 +97,9 @@ class KeyRing:
 
 
 def _claims_ok(c: Mapping[str, Any], now: float, leeway: float) -> bool:
-    def num(k: str) -> bool:
-        return isinstance(c.get(k), (int, float)) and not isinstance(c.get(k), bool)
+    def num(k: str) -> bool:  # a finite number: NaN compares False with everything (never "expired")
+        v = c.get(k)
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
     if not (num("exp") and num("iat")) or ("nbf" in c and not num("nbf")):
         return False

@@ -136,3 +136,10 @@ def test_token_never_logged(ring, caplog):
     introspect(tok, ring, {}, T0, POLICY)
     introspect(hs(), ring, {}, T0, POLICY)
     assert tok not in caplog.text and tok.split(".")[2] not in caplog.text
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_times_make_a_token_inactive(ring, claim, value):
+    """``exp: NaN`` compares False with every time: without the check it was active forever."""
+    assert introspect(hs(extra={claim: value}), ring, {}, T0 + 1, POLICY) == {"active": False}

@@ -132,3 +132,16 @@ def test_backtest_cli_writes_json_and_markdown(tmp_path: Path) -> None:
     md = (tmp_path / "r.md").read_text()
     assert md.startswith("# Backtest of `small.jsonl`") and "| agent |" in md
     assert markdown is not None
+
+
+def test_drill_stats_refuse_a_finish_time_in_the_future() -> None:
+    """A drill "finished" in 2286 would silence the drill-overdue alert until then."""
+    import time
+
+    stats = DrillStats()
+    assert not stats.record({"drill_id": "far", "result": "pass", "finished_at": 9999999999})
+    assert not stats.record({"drill_id": "nan", "result": "pass", "finished_at": float("nan")})
+    assert not stats.record({"drill_id": "txt", "result": "pass", "finished_at": "soon"})
+    assert stats.runs == {"pass": 0, "fail": 0} and stats.last_success is None
+    assert stats.record({"drill_id": "now", "result": "pass", "finished_at": time.time()})
+    assert stats.record({"drill_id": "unset", "result": "pass"})  # the worker's clock stands in

@@ -215,6 +215,7 @@ class Api:
         for t in transitions:
             mon.transitions_total[(t.from_state, t.to_state)] += 1
         await self.publish(Change(new, transitions))
-        audit.info("%s %s on %r by %s: %s", kind, "ok", scope, op.name, reason[:200])
+        # reason and scope escaped: an operator's newline never forges a log line
+        audit.info("%s %s on %s by %s: %s", kind, "ok", ascii(scope), ascii(op.name), ascii(reason[:200]))
         return Reply(200, {"ok": True, "action": kind, "actor": op.name, "breaker": state_view(new, now),
                            "transitions": [t.to_dict() for t in transitions]})

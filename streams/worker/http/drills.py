@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -32,6 +33,8 @@ log = logging.getLogger("tripwire.drill")
 RESULT_KEY = b"drill"
 MAX_REMEMBERED = 10_000
 RESULTS = ("pass", "fail")
+#: clock skew allowed on a reported drill's ``finished_at``
+MAX_FUTURE_S = 60.0
 
 
 class DrillStats:
@@ -50,7 +53,12 @@ class DrillStats:
         if drill_id in self.recent:
             return False
         finished = doc.get("finished_at")
-        finished = float(finished) if isinstance(finished, (int, float)) else time.time()
+        if finished is None or isinstance(finished, bool):
+            finished = time.time()
+        elif not isinstance(finished, (int, float)) or not math.isfinite(finished) \
+                or finished > time.time() + MAX_FUTURE_S:
+            return False  # a finish time in the future would hide the drill-overdue alert for as long as it says
+        finished = float(finished)
         self.recent[drill_id] = {"drill_id": drill_id, "result": result, "finished_at": finished,
                                  "scope": str(doc.get("scope", ""))[:300], "profile": str(doc.get("profile", ""))[:64],
                                  "failed_steps": [str(s)[:64] for s in (doc.get("failed_steps") or [])][:20]}
