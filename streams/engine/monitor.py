@@ -15,6 +15,7 @@ published records stay keyed by scope strings.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -45,6 +46,10 @@ from streams.engine.scopes import ScopeIndex
 from streams.engine.tuning import EngineTuning
 
 log = logging.getLogger("tripwire.monitor")
+
+
+#: why a breaker-state record can be ignored (the metric's label values)
+IGNORED_STATE_REASONS = ("invalid_scope", "malformed", "future_updated_at")
 
 
 class Monitor:
@@ -83,8 +88,10 @@ class Monitor:
         self.late_events = 0
         #: scope evaluations and event updates that raised: counted, logged once per scope, skipped
         self.evaluation_errors = 0
-        #: breaker-state records ignored because their scope does not parse (no worker writes such a record)
-        self.invalid_remote_states = 0
+        #: breaker-state records ignored, by reason: ``invalid_scope`` (no worker writes a scope that does not
+        #: parse), ``malformed`` (no finite ``updated_at``) and ``future_updated_at`` (dated past the wall clock
+        #: + ``tuning.state_future_skew_s``)
+        self.ignored_remote_states: Counter[str] = Counter({r: 0 for r in IGNORED_STATE_REASONS})
 
     def set_policy(self, policy: Policy) -> None:
         """Swap the policy in force (reload); every known scope is re-evaluated on the next tick."""
@@ -306,8 +313,18 @@ class Monitor:
             log.warning("ignoring an unreadable breaker-state record: %s", ascii(str(exc)[:300]))
             return
         if self.scopes.get(st.scope) is None:  # written by no worker: every scope a worker decides parses
-            self.invalid_remote_states += 1
+            self.ignored_remote_states["invalid_scope"] += 1
             log.warning("ignoring a breaker-state record with an invalid scope %s", ascii(st.scope[:300]))
+            return
+        ts = st.updated_at
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+            self.ignored_remote_states["malformed"] += 1
+            log.warning("ignoring a breaker-state record of %s without a finite updated_at", ascii(st.scope[:300]))
+            return
+        if ts > time.time() + self.tuning.state_future_skew_s:
+            self.ignored_remote_states["future_updated_at"] += 1
+            log.warning("ignoring a breaker-state record of %s dated %s s ahead of this worker's clock",
+                        ascii(st.scope[:300]), ascii(f"{st.updated_at - time.time():.0f}"))
             return
         cur = self.states.get(st.scope)
         if cur is None or st.updated_at >= cur.updated_at:

@@ -48,3 +48,7 @@ class EngineTuning(BaseModel):
     errors_logged_max: int = Field(
         10_000, ge=0,
         description="scopes whose first failure is remembered so that each is logged once")
+    state_future_skew_s: float = Field(
+        120.0, gt=0,
+        description="a breaker-state record dated more than this ahead of this worker's wall clock is ignored "
+        "(counted): newest-wins would otherwise let one forged future record override every later decision")

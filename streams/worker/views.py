@@ -133,6 +133,14 @@ def breaker_families(monitor: Monitor, counters: dict[str, Any]) -> Iterable[Met
     rl.add_metric(["ok"], counters.get("reload_ok", 0))
     rl.add_metric(["error"], counters.get("reload_error", 0))
     yield rl
+    ignored = CounterMetricFamily("tripwire_breaker_state_records_ignored",
+                                  "breaker-state records this worker ignored, by reason: invalid_scope (the scope "
+                                  "does not parse), malformed (no finite updated_at), future_updated_at (dated past "
+                                  "the wall clock + skew).",
+                                  labels=["reason"])
+    for reason, n in monitor.ignored_remote_states.items():
+        ignored.add_metric([reason], n)
+    yield ignored
     yield CounterMetricFamily("tripwire_evaluation_errors", "Scope evaluations and event updates that raised and "
                               "were skipped (each scope is logged once; the worker keeps running).",
                               value=monitor.evaluation_errors)

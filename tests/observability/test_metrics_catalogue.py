@@ -13,6 +13,7 @@ EXPECTED = {
     "tripwire_events_duplicate_total": ("counter", set()),
     "tripwire_events_late_total": ("counter", set()),
     "tripwire_evaluation_errors_total": ("counter", set()),
+    "tripwire_breaker_state_records_ignored_total": ("counter", {"reason"}),
     "tripwire_messages_total": ("counter", set()),
     "tripwire_consumer_lag_messages": ("gauge", {"topic", "partition"}),
     "tripwire_worker_ready": ("gauge", set()),

@@ -82,6 +82,7 @@ class FakeExporter:
         add("tripwire_events_duplicate_total", 2 * n)
         add("tripwire_events_late_total", n)
         add("tripwire_evaluation_errors_total", 0)
+        add("tripwire_breaker_state_records_ignored_total", 0, reason="future_updated_at")
         add("tripwire_messages_total", 40 * n)
         for p in ("0", "1"):
             add("tripwire_consumer_lag_messages", 10 + n, topic="agent-traces", partition=p)

@@ -173,3 +173,24 @@ def test_an_event_whose_update_raises_costs_only_itself(setup, monkeypatch) -> N
     mon.ingest(0, events)
     assert mon.evaluation_errors == 1
     assert mon.agents["a"].tools["shell"].window_counts(300, wall.t)["tool_calls"] == 4
+
+
+def test_a_future_dated_breaker_state_record_cannot_override_an_operator(setup) -> None:
+    """Newest ``updated_at`` wins: a forged record dated next year would beat every later decision."""
+    import orjson
+
+    from breakers.state_machine import BreakerState, force_open
+
+    mon, wall = setup
+    now = time.time()
+    forced, _ = force_open(BreakerState.initial("agent:a", now, mon.policy), "ann", "kill switch", now)
+    mon.apply_remote(orjson.dumps(forced.to_dict()), b"agent:a")
+    forged = {**forced.to_dict(), "state": "closed", "actor": "mallory", "updated_at": now + 365 * 86400}
+    mon.apply_remote(orjson.dumps(forged), b"agent:a")
+    mon.apply_remote(orjson.dumps({**forged, "updated_at": float("nan")}), b"agent:a")
+    assert mon.states["agent:a"].state == "forced_open"
+    assert mon.ignored_remote_states["future_updated_at"] == 1
+    assert mon.ignored_remote_states["malformed"] == 1  # NaN goes over the wire as null
+    skewed = {**forced.to_dict(), "reason": "a worker's clock 60 s ahead", "updated_at": now + 60}
+    mon.apply_remote(orjson.dumps(skewed), b"agent:a")  # within the allowed skew: applied
+    assert mon.states["agent:a"].reason == "a worker's clock 60 s ahead"
