@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench schema lint clean
+.PHONY: venv demo test test-fast bench bench-memory schema lint clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ test-fast: venv
 ## make bench: throughput and latency benchmarks, ratios against a same-run baseline
 bench: venv
 	$(BIN)/python bench/run.py
+
+## make bench-memory: RSS while 1,000,000 distinct agent ids arrive (in-process, ~5 min)
+bench-memory: venv
+	$(BIN)/python bench/bench_memory.py --agents 1000000
 
 ## make schema: regenerate schemas/trace-event-v1.json from the pydantic model
 schema: venv

@@ -10,6 +10,8 @@ baseline measured minutes apart on the same broker are what to compare.
 3. authz: in-process decision p50/p99 and HTTP round trip p50/p99 on the running worker.
 4. decision latency: event produced -> breaker decision on `breaker-state`, under a
    steady 5k events/s background load.
+5. memory: RSS while 200k distinct agent ids arrive in-process, one event each (bench/bench_memory.py;
+   `make bench-memory` runs the 1M case, ~5 min).
 
 The last line is machine-readable: ``BENCH key=value ...``.
 """
@@ -273,6 +275,22 @@ def bench_detectors() -> dict[str, str]:
     return sub_bench("bench_detectors.py", "BENCH_DETECTORS ")
 
 
+def bench_memory(agents: int) -> dict[str, str]:
+    """RSS while ``agents`` distinct agent ids arrive, one event each (bench/bench_memory.py; 1M: make bench-memory)."""
+    say(f"[bench_memory.py] python bench/bench_memory.py --agents {agents}")
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_memory.py"), "--agents", str(agents)],
+                         capture_output=True, text=True, cwd=str(ROOT), timeout=600)
+    fields: dict[str, str] = {}
+    for line in res.stdout.splitlines():
+        if line.startswith("BENCH "):
+            fields.update(kv.partition("=")[::2] for kv in line.split()[1:])
+        else:
+            say("  " + line)
+    if res.returncode != 0:
+        say(res.stderr[-2000:])
+    return fields
+
+
 def bench_otlp() -> dict[str, str]:
     """OTLP span mapping (three conventions) against the native trace-event decode, same run (bench/bench_otlp.py)."""
     return sub_bench("bench_otlp.py", "BENCH otlp_spans_per_s=", {"ratio": "otlp_ratio"})
@@ -413,7 +431,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=200_000, help="events for the batched ingest run")
     ap.add_argument("--single", type=int, default=40_000, help="events for the one-event-per-message run")
-    ap.add_argument("--skip", action="append", default=[], choices=["ingest", "detectors", "decision", "soak", "tls", "otlp"])
+    ap.add_argument("--skip", action="append", default=[],
+                    choices=["ingest", "detectors", "decision", "soak", "tls", "otlp", "memory"])
+    ap.add_argument("--memory-agents", type=int, default=200_000,
+                    help="distinct agent ids of the memory run (~1 min per 200k; `make bench-memory` runs 1M)")
     ap.add_argument("--tls-events", type=int, default=100_000, help="events for the TLS vs plaintext run")
     args = ap.parse_args()
     fields: dict[str, str] = {}
@@ -450,6 +471,8 @@ def main() -> None:
                 fields[k] = det[k]
     if "otlp" not in args.skip:
         fields.update(bench_otlp())
+    if "memory" not in args.skip:
+        fields.update(bench_memory(args.memory_agents))
     print("BENCH " + " ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
 
 

@@ -11,14 +11,23 @@ closed. Rules, first deny wins (most specific scope first):
   answering authz, each decrements its own copy until the compacted state catches up, so up to
   (workers × N) probes can pass: probes are a limit on blast radius, not an exact count;
 * escalated → deny consequential tools (policy ``consequential_tools``) unless an approval is
-  unexpired; other tools are allowed;
+  unexpired; other tools are allowed; a call naming no tool is treated as consequential;
 * shadow / closed → allow (shadow never enforces);
 * ``known=False`` (state not recovered / unavailable) → the policy's ``fail_mode``;
+* a request naming no tenant is also judged against the agent's tenant-prefixed scopes under every
+  tenant (``tenant:T/agent:A``, ``tenant:T/agent:A/tool:X``): leaving ``X-Tenant`` out must not dodge
+  a breaker of that agent. A request naming tenant U is agent A *of U* (identity is (tenant, agent),
+  set by the gateway like ``X-Agent-Id``), judged on U's scopes and the un-prefixed ones;
 * no tool named (``tool=None``) → judged on the agent scopes, and denied when any tool
   scope that can guard the agent's calls is enforcing (``agent:A/tool:*`` under any tenant
   prefix, cross-agent ``tool:*``): without a tool the gateway could be forwarding a call to
   exactly that tool, so the interlock fails closed and the reason asks for ``X-Tool``;
-* invalid agent/tool/tenant ids → deny (400-class input, reported as 403 to gateways).
+* the tool name is canonicalised first, once (:meth:`Policy.canonical_tool`: percent-decoded
+  once, case-folded when the policy's ``tool_names.case_fold`` is on), exactly as trace
+  events' tools, operator scopes and the policy's globs are: ``sh%65ll`` or (folding) ``SHELL``
+  is judged as ``shell``;
+* invalid agent/tool/tenant ids (also a tool that decodes to an invalid one, e.g. ``%00``)
+  → deny (400-class input, reported as 403 to gateways).
 """
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ from typing import Mapping
 from .policy import Policy
 from .scope import ScopeError, scopes_for
 from .state_machine import CLOSED, ENFORCING, ESCALATED, FORCED_OPEN, HALF_OPEN, OPEN, SHADOW, BreakerState
-from .state_table import tool_scopes_of
+from .state_table import BreakerStates, tenant_agent_scopes_of, tool_scopes_of
 
 #: which allowing state a decision reports when several scopes allow (the most restrictive wins)
 _ALLOW_RANK = {CLOSED: 0, SHADOW: 1, ESCALATED: 2, HALF_OPEN: 3}
@@ -61,8 +70,13 @@ def decide(states: Mapping[str, BreakerState], agent: str, tool: str | None, ten
     >>> p = parse_policy("consequential_tools: ['shell']")
     >>> decide({"agent:a": BreakerState("agent:a", "open", reason="r")}, "a", "ls", None, 0, p).status
     403
+    >>> esc = {"agent:a": BreakerState("agent:a", "escalated", reason="r")}
+    >>> decide(esc, "a", "sh%65ll", None, 0, p).reason
+    'escalated: consequential tool needs approval; r'
     """
     try:
+        if tool is not None:
+            tool = policy.canonical_tool(tool)
         scopes = scopes_for(agent, tool, tenant or None)
     except ScopeError as e:
         return Decision(False, 403, f"invalid request: {e}", "invalid", None)
@@ -71,6 +85,9 @@ def decide(states: Mapping[str, BreakerState], agent: str, tool: str | None, ten
             return Decision(True, 200, "breaker state unknown; fail-open", "unknown", None)
         return Decision(False, 403, "breaker state unknown; fail-closed", "unknown", None)
     best: Decision | None = None
+    if not tenant and (not isinstance(states, BreakerStates) or states.has_tenant_scopes(agent)):
+        # no tenant named: the agent's breakers under any tenant prefix apply (omitting X-Tenant dodges none)
+        scopes = (*scopes, *tenant_agent_scopes_of(states, agent, tool))
     for scope in scopes:
         st = states.get(scope)
         if st is None:
@@ -89,10 +106,11 @@ def decide(states: Mapping[str, BreakerState], agent: str, tool: str | None, ten
                 best = Decision(True, 200, f"half_open probe ({st.probes_remaining} left)", s, scope, probe=True)
             continue
         if s == ESCALATED:
-            if policy.is_consequential(tool):
+            if tool is None or policy.is_consequential(tool):  # no tool named: it could be a consequential one
                 approval = st.active_approval(now)
                 if approval is None:
-                    return Decision(False, 403, f"escalated: consequential tool needs approval; {st.reason}", s, scope)
+                    what = "consequential tool" if tool is not None else "no tool named (send X-Tool); any tool"
+                    return Decision(False, 403, f"escalated: {what} needs approval; {st.reason}", s, scope)
                 if best is None or _ALLOW_RANK[best.state] < _ALLOW_RANK[ESCALATED]:
                     best = Decision(True, 200, f"escalated: approved by {approval.actor}", s, scope)
             elif best is None or _ALLOW_RANK[best.state] < _ALLOW_RANK[ESCALATED]:

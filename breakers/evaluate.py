@@ -6,6 +6,12 @@ scaled to the window), and the rule fires when ``burn > burn_rate`` over the lon
 window, and the minimum evidence holds on the long window. Drift fires while the detector's
 alarm is on (and the minimum number of flags+incidents holds).
 
+A Poisson rule (``poisson_alpha`` instead of ``burn_rate``) fires when the raw bad count ``k`` is
+improbable at the objective: ``P(X >= k | lam) < poisson_alpha`` with ``lam = objective × calls``
+(``objective × window / period`` for ``incident_count``), over the long AND the short window, and
+the minimum evidence holds on the long window (:mod:`detectors.poisson`). It is what lets a few
+critical incidents trip a scope whose volume is too low for the rate rule's ``min_calls``.
+
 ``budget_remaining`` is ``1 - burn`` over the budget's LONGEST window (we have no 30-day
 counters; over that window it is exactly the share of the window's error budget left; it goes
 negative when overspent).
@@ -29,6 +35,7 @@ from detectors.keys import (
     NEAR_MISSES_WEIGHTED,
     TOOL_CALLS,
 )
+from detectors.poisson import poisson_tail
 from detectors.rates import wilson_lower
 
 from .evidence import EvidenceReader
@@ -114,6 +121,22 @@ def _burn(budget: Budget, counts: Mapping[str, float], window_s: int) -> float:
     return (bad / total) / objective if total > 0 else 0.0
 
 
+def _tail(budget: Budget, counts: Mapping[str, float], window_s: int) -> tuple[float, float, float]:
+    """(k, lam, P(X >= k | lam)) of a Poisson rule over one window."""
+    _, raw_key, denom_keys = _SIGNALS[budget.signal]
+    k = float(counts.get(raw_key, 0) or 0)
+    objective = float(budget.objective or 0.0)
+    if budget.signal in AMOUNT_SIGNALS:
+        lam = objective * window_s / budget.period
+    else:
+        lam = objective * sum(float(counts.get(c, 0) or 0) for c in denom_keys)
+    return k, lam, poisson_tail(k, lam)
+
+
+def _p(x: float) -> str:
+    return f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}"
+
+
 def _evidence_ok(budget: Budget, counts: Mapping[str, float]) -> tuple[bool, str]:
     bad_key, raw_key, denom_keys = _SIGNALS[budget.signal]
     me = budget.min_evidence
@@ -165,12 +188,21 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
     best: tuple[int, int, WindowRule] | None = None
     near_miss_reason = ""
     any_evidence = False
+    tails: dict[int, tuple[float, float, float]] = {}
     for rule in budget.windows:
         long_l = format_duration(rule.long)
         ok, why = _evidence_ok(budget, counts.get(rule.long))
         any_evidence = any_evidence or ok
-        long_hot = burns[long_l] > rule.burn_rate + _EPS
-        short_hot = rule.short is None or burns[format_duration(rule.short)] > rule.burn_rate + _EPS
+        if rule.poisson_alpha is not None:
+            for w in (rule.long, rule.short):
+                if w is not None and w not in tails:
+                    tails[w] = _tail(budget, counts.get(w), w)
+            long_hot = tails[rule.long][2] < rule.poisson_alpha
+            short_hot = rule.short is None or tails[rule.short][2] < rule.poisson_alpha
+        else:
+            assert rule.burn_rate is not None  # the policy validates one of the two
+            long_hot = burns[long_l] > rule.burn_rate + _EPS
+            short_hot = rule.short is None or burns[format_duration(rule.short)] > rule.burn_rate + _EPS
         if long_hot and short_hot and not ok and not near_miss_reason:
             near_miss_reason = why
         if long_hot and short_hot and ok:
@@ -184,19 +216,33 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
     if best is None:
         top = max(burns.values(), default=0.0)
         reason = f"{label} burn ≤ thresholds (max {_fmt(top)}×); {tally}"
+        if tails and len(tails) == len(windows):  # Poisson rules only: say how probable the count is
+            w = min(tails, key=lambda x: tails[x][2])
+            k, lam, p = tails[w]
+            reason = f"{label} count {_num(k)} not improbable: P(X≥{_num(k)} | λ={lam:.3g}) = {_p(p)} over {format_duration(w)}; {tally}"
         if near_miss_reason:
-            reason = f"{label} burn over threshold but minimum evidence not met: {near_miss_reason}; {tally}"
+            what = "count improbable" if tails else "burn over threshold"
+            reason = f"{label} {what} but minimum evidence not met: {near_miss_reason}; {tally}"
         return Verdict(budget.name, scope, budget.signal, False, None, None, burns, remaining, longest,
                        evidence, reason, None, any_evidence)
 
     rule = best[2]
     long_l = format_duration(rule.long)
-    text = f"{label} burn {_fmt(burns[long_l])}× over {long_l} (>{_fmt(rule.burn_rate)})"
-    if rule.short is not None:
-        short_l = format_duration(rule.short)
-        text += f" and {_fmt(burns[short_l])}× over {short_l}"
+    span = long_l + (f"+{format_duration(rule.short)}" if rule.short else "")
+    if rule.poisson_alpha is not None:
+        k, lam, p = tails[rule.long]
+        text = (f"{label} count {_num(k)} improbable at the objective: P(X≥{_num(k)} | λ={lam:.3g}) = {_p(p)} "
+                f"< {rule.poisson_alpha:g} over {long_l}")
+        if rule.short is not None:
+            text += f" and {_p(tails[rule.short][2])} over {format_duration(rule.short)}"
+        rule_s = f"P<{rule.poisson_alpha:g} over {span}"
+    else:
+        text = f"{label} burn {_fmt(burns[long_l])}× over {long_l} (>{_fmt(rule.burn_rate)})"
+        if rule.short is not None:
+            short_l = format_duration(rule.short)
+            text += f" and {_fmt(burns[short_l])}× over {short_l}"
+        rule_s = f"{_fmt(rule.burn_rate)}x over {span}"
     text += f"; {_tally(budget, counts.get(rule.long), long_l)}"
-    rule_s = f"{_fmt(rule.burn_rate)}x over {long_l}" + (f"+{format_duration(rule.short)}" if rule.short else "")
     return Verdict(budget.name, scope, budget.signal, True, _rule_action(budget, rule), rule.severity, burns,
                    remaining, longest, evidence, text, rule_s, True)
 

@@ -9,6 +9,16 @@ missing a claim, when authz currently denies its (agent, tool, tenant), or when 
 before a revocation of any of its scopes (``iat < last_revoked_at``; ``iat`` has one-second
 resolution, so a token minted in the same second as a revocation is also treated as revoked).
 
+The ``tool`` claim is canonicalised like an ``X-Tool`` header (:meth:`Policy.canonical_tool`).
+
+Half-open scopes: introspection is a gateway asking "may this call go through?", so it is
+judged like ``/v1/authz`` and takes a probe slot like authz does. A token of a half-open scope
+is active only when ``take_probe(scope)`` (the caller takes the slot with
+:func:`breakers.state_machine.probe` and publishes the new state) says a slot was taken;
+without ``take_probe`` it is active only while ``probes_remaining > 0`` (a read-only answer).
+With 5 slots, 5 introspections answer active and the 6th inactive, however many tokens there
+are. An active probe answer carries ``tripwire_probe: true``; a gateway must not cache it.
+
 The token is never logged and never appears in an exception message or a response.
 """
 from __future__ import annotations
@@ -16,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -113,21 +123,24 @@ def _claims_ok(c: Mapping[str, Any], now: float, leeway: float) -> bool:
 
 
 def introspect(token: str, keys: KeyRing, states: Mapping[str, BreakerState], now: float,
-               policy: Policy, known: bool = True) -> dict[str, Any]:
+               policy: Policy, known: bool = True,
+               take_probe: Callable[[str], bool] | None = None) -> dict[str, Any]:
     """RFC 7662 response for ``token`` (``{"active": false}`` or the active claims).
 
     ``scope`` in the answer is the breaker scope of the call (agent×tool, tenant-prefixed when
-    the token has a tenant); ``tripwire_state`` is the deciding breaker state.
+    the token has a tenant); ``tripwire_state`` is the deciding breaker state. ``take_probe``:
+    see the module docstring (half-open scopes).
     """
     claims = keys.verify(token, now)
     if claims is None:
         return dict(INACTIVE)
-    agent, tool, tenant = claims["sub"], claims["tool"], claims.get("tenant") or None
+    agent, raw_tool, tenant = claims["sub"], claims["tool"], claims.get("tenant") or None
     try:
+        tool = policy.canonical_tool(raw_tool)
         scopes = scopes_for(agent, tool, tenant)
     except ScopeError:
         return dict(INACTIVE)
-    decision = decide(states, agent, tool, tenant, now, policy, known)
+    decision = decide(states, agent, raw_tool, tenant, now, policy, known)  # canonicalises raw_tool itself
     if not decision.allow:
         return dict(INACTIVE)
     iat = float(claims["iat"])
@@ -135,11 +148,15 @@ def introspect(token: str, keys: KeyRing, states: Mapping[str, BreakerState], no
         st = states.get(scope)
         if st is not None and st.last_revoked_at is not None and iat < st.last_revoked_at:
             return dict(INACTIVE)
+    if decision.probe and decision.scope is not None and take_probe is not None and not take_probe(decision.scope):
+        return dict(INACTIVE)  # the last slot went to another call meanwhile
     out: dict[str, Any] = {
         "active": True, "sub": agent, "tool": tool, "exp": claims["exp"], "iat": claims["iat"],
         "jti": claims["jti"], "scope": scopes[0], "token_type": "Bearer", "client_id": agent,
         "tripwire_state": decision.state,
     }
+    if decision.probe:
+        out["tripwire_probe"] = True
     if tenant:
         out["tenant"] = tenant
     for k in ("iss", "aud", "nbf"):

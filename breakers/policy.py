@@ -5,6 +5,7 @@ A policy is YAML (see ``deploy/policy/default.yaml`` for a documented example)::
     version: "2025-01-a"          # optional; default "sha256:<12 hex of the file>"
     fail_mode: closed             # authz answer when breaker state is unknown
     consequential_tools: ["payments.*", "shell"]
+    tool_names: {case_fold: false}  # true: Shell, SHELL and shell are one tool everywhere
     budgets:
       - name: weighted-near-miss
         signal: weighted_near_miss_rate
@@ -45,7 +46,7 @@ from pydantic import (
 
 from detectors.durations import format_duration, parse_duration  # noqa: F401 (format_duration: re-export)
 
-from .scope import Scope, ScopeError, ScopePattern, parse_scope
+from .scope import Scope, ScopeError, ScopePattern, canonical_tool, input_scope, parse_scope
 
 Signal = Literal[
     "near_miss_rate",
@@ -65,6 +66,8 @@ RATIO_SIGNALS = frozenset(
     {"near_miss_rate", "weighted_near_miss_rate", "incident_rate", "critical_incident_rate", "error_rate"}
 )
 AMOUNT_SIGNALS = frozenset({"incident_count", "cost"})
+#: signals whose bad events are a plain count, so a window rule may test them with ``poisson_alpha``
+POISSON_SIGNALS = frozenset({"near_miss_rate", "incident_rate", "critical_incident_rate", "error_rate", "incident_count"})
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 
@@ -90,11 +93,18 @@ class WindowRule(_Strict):
     ``short`` may be omitted for a single-window threshold rule. ``action`` overrides the
     budget's action; if omitted, page rules use the budget's action and ticket rules only
     report (``shadow``).
+
+    A **Poisson rule** sets ``poisson_alpha`` instead of ``burn_rate`` (count signals only,
+    :data:`POISSON_SIGNALS`): it fires when the raw bad count ``k`` is improbable at the
+    objective, ``P(X >= k | lam) < poisson_alpha`` with ``lam = objective × calls`` in the window
+    (``objective × window / period`` for ``incident_count``), over the long AND the short window.
+    It catches a few bad events at low volume, where a rate needs more calls than it gets.
     """
 
     long: Duration
     short: Duration | None = None
-    burn_rate: float = Field(gt=0, le=10000)
+    burn_rate: float | None = Field(default=None, gt=0, le=10000)
+    poisson_alpha: float | None = Field(default=None, gt=0, le=0.5)
     severity: Severity = "page"
     action: Action | None = None
 
@@ -102,6 +112,8 @@ class WindowRule(_Strict):
     def _short_le_long(self) -> "WindowRule":
         if self.short is not None and self.short > self.long:
             raise ValueError("short window must not be longer than the long window")
+        if (self.burn_rate is None) == (self.poisson_alpha is None):
+            raise ValueError("a window rule needs exactly one of burn_rate and poisson_alpha")
         return self
 
 
@@ -157,6 +169,9 @@ class Budget(_Strict):
             raise ValueError("objective of a ratio signal must be ≤ 1 (e.g. 0.05 for 5%)")
         if self.max_cooldown < self.cooldown:
             raise ValueError("max_cooldown must be ≥ cooldown")
+        if self.signal not in POISSON_SIGNALS and any(w.poisson_alpha is not None for w in self.windows):
+            raise ValueError(f"poisson_alpha needs a count signal ({', '.join(sorted(POISSON_SIGNALS))}), "
+                             f"not {self.signal}")
         self._patterns = tuple(ScopePattern.parse(p) for p in self.scopes)
         return self
 
@@ -187,12 +202,25 @@ class Approvals(_Strict):
         return self
 
 
+class ToolNames(_Strict):
+    """How tool names are spelled (:func:`breakers.scope.canonical_tool`, applied once to every input).
+
+    ``case_fold: false`` (default): ``Search`` and ``search`` are different tools, as real tool
+    names are CamelCase. ``case_fold: true``: every tool name (events, ``X-Tool``, token claims,
+    operator scopes, ``consequential_tools`` and budget scope globs) is case-folded, so ``SHELL``
+    cannot dodge a ``shell`` rule. Percent-decoding (exactly once) applies either way.
+    """
+
+    case_fold: bool = False
+
+
 class Policy(_Strict):
     """A validated policy. ``policy_version`` is ``version`` or a content hash."""
 
     version: str | None = Field(default=None, min_length=1, max_length=64)
     fail_mode: Literal["open", "closed"] = "closed"
     consequential_tools: list[str] = Field(default_factory=list)
+    tool_names: ToolNames = Field(default_factory=ToolNames)
     drill_prefix: str = Field(default="drill-", min_length=1)
     approvals: Approvals = Field(default_factory=Approvals)
     probe_timeout: Duration = 600
@@ -202,6 +230,8 @@ class Policy(_Strict):
     _by_name: dict[str, Budget] = PrivateAttr(default_factory=dict)
     _scope_cache: dict[str, tuple[Budget, ...]] = PrivateAttr(default_factory=dict)
     _conseq_cache: dict[str, bool] = PrivateAttr(default_factory=dict)
+    _conseq_globs: tuple[str, ...] = PrivateAttr(default=())
+    _tool_cache: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Policy":
@@ -212,6 +242,34 @@ class Policy(_Strict):
             seen.add(b.name)
         self._by_name = {b.name: b for b in self.budgets}
         return self
+
+    @model_validator(mode="after")
+    def _canonical_tool_globs(self) -> "Policy":
+        """Tool globs spelled like every tool name (:meth:`canonical_tool`), so ``Shell`` / ``sh%65ll``
+        cannot slip past a ``shell`` glob."""
+        fold = self.tool_names.case_fold
+        try:
+            self._conseq_globs = tuple(canonical_tool(g, fold) for g in self.consequential_tools)
+            for b in self.budgets:
+                b._patterns = tuple(p.with_canonical_tool(fold) for p in b._patterns)
+        except ScopeError as e:
+            raise ValueError(f"tool glob: {e}") from None
+        return self
+
+    def canonical_tool(self, name: str) -> str:
+        """:func:`breakers.scope.canonical_tool` with this policy's ``tool_names`` (ScopeError if invalid;
+        cached, bounded: called for every event's tool)."""
+        hit = self._tool_cache.get(name)
+        if hit is None:
+            hit = canonical_tool(name, self.tool_names.case_fold)
+            if len(self._tool_cache) > 65536:
+                self._tool_cache.clear()
+            self._tool_cache[name] = hit
+        return hit
+
+    def input_scope(self, text: str) -> str:
+        """:func:`breakers.scope.input_scope` with this policy's ``tool_names`` (ScopeError if invalid)."""
+        return input_scope(text, self.tool_names.case_fold)
 
     @property
     def policy_version(self) -> str:
@@ -233,12 +291,15 @@ class Policy(_Strict):
         return hit
 
     def is_consequential(self, tool: str | None) -> bool:
-        """Does ``tool`` match a ``consequential_tools`` glob? (cached, bounded)"""
+        """Does the canonical ``tool`` match a ``consequential_tools`` glob? (cached, bounded)
+
+        ``tool`` must already be canonical (:meth:`canonical_tool`); the globs are.
+        """
         if tool is None:
             return False
         hit = self._conseq_cache.get(tool)
         if hit is None:
-            hit = any(fnmatch.fnmatchcase(tool, g) for g in self.consequential_tools)
+            hit = any(fnmatch.fnmatchcase(tool, g) for g in self._conseq_globs)
             if len(self._conseq_cache) > 65536:
                 self._conseq_cache.clear()
             self._conseq_cache[tool] = hit

@@ -34,8 +34,9 @@ import functools
 
 import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from urllib.parse import unquote
 
 MAX_ID_LEN = 128
 MAX_SCOPE_LEN = 3 * MAX_ID_LEN + 32
@@ -181,6 +182,61 @@ def canonical(text: str) -> str:
     return str(parse_scope(text))
 
 
+def canonical_tool(name: object, case_fold: bool = False) -> str:
+    """THE canonical spelling of a tool name from outside (header, token claim, event, scope, glob).
+
+    Every input that names a tool goes through this function exactly once, so a policy glob,
+    a breaker scope, an ``X-Tool`` header and a trace event's ``tool`` agree on what a name is:
+
+    * percent-decoded exactly once (UTF-8, strict): ``sh%65ll`` is ``shell``; a literal ``%``
+      is written ``%25``. An undecodable escape (``%ff``) is an error, never a replacement
+      character;
+    * with ``case_fold`` (policy ``tool_names: {case_fold: true}``) Unicode case-folded
+      (``str.casefold``): ``Shell`` and ``SHELL`` are ``shell``. Off by default: real tool names
+      are CamelCase and a deployment may have ``Search`` and ``search`` as different tools;
+    * the result is validated with :func:`validate_id` (the raw input too): a name that decodes
+      to a control character or to the reserved ``/tool:`` separator raises ScopeError.
+
+    Not idempotent (``%2565`` → ``%65`` → ``e``): never apply it to a name that already went
+    through it (stored scopes, states, canonical events).
+
+    >>> canonical_tool("sh%65ll"), canonical_tool("SHELL", case_fold=True), canonical_tool("100%25")
+    ('shell', 'shell', '100%')
+    >>> canonical_tool("x%2Ftool%3Ay")
+    Traceback (most recent call last):
+    ...
+    breakers.scope.ScopeError: tool id contains the reserved separator '/tool:'
+    """
+    return _canonical_tool(validate_id("tool", name), case_fold)
+
+
+@lru_cache(maxsize=65536)
+def _canonical_tool(name: str, case_fold: bool) -> str:
+    if "%" in name:
+        try:
+            name = unquote(name, encoding="utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise ScopeError("tool id has a percent-escape that is not UTF-8") from None
+    if case_fold:
+        name = name.casefold()
+    return validate_id("tool", name)
+
+
+def input_scope(text: str, case_fold: bool = False) -> str:
+    """Validate a scope typed by a person or sent in a URL (already transport-decoded once) and
+    return its canonical spelling, its tool name through :func:`canonical_tool`.
+
+    Agent and tenant ids are taken verbatim: ``agent:bot%41`` is the agent ``bot%41``.
+
+    >>> input_scope("agent:bot%41/tool:Sh%65ll", case_fold=True), input_scope("tenant:acme")
+    ('agent:bot%41/tool:shell', 'tenant:acme/global')
+    """
+    s = parse_scope(text)
+    if s.tool is None:
+        return str(s)
+    return format_scope(s.tenant, s.agent, canonical_tool(s.tool, case_fold))
+
+
 def is_valid_scope(text: str) -> bool:
     """True when :func:`parse_scope` accepts ``text``."""
     try:
@@ -273,6 +329,16 @@ class ScopePattern:
             if value is not None and (not value or _BAD_CHARS.search(value)):
                 raise ScopeError(f"{kind} part of pattern {text!r} is empty or has control characters")
         return cls(text, tenant, agent, tool)
+
+    def with_canonical_tool(self, case_fold: bool) -> "ScopePattern":
+        """This pattern with its tool glob through :func:`canonical_tool` (the policy's spelling rule).
+
+        >>> ScopePattern.parse("agent:*/tool:Sh%65ll").with_canonical_tool(True).tool
+        'shell'
+        """
+        if self.tool is None:
+            return self
+        return replace(self, tool=canonical_tool(self.tool, case_fold))
 
     def matches(self, scope: str | Scope) -> bool:
         """True when ``scope`` (string or Scope) matches this pattern."""

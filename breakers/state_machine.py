@@ -19,7 +19,9 @@ Anti-flapping: escalated and shadow need ``clear_after`` seconds of continuously
 to close (hysteresis); open needs a cool-down plus N clean probes; re-opening within
 ``max_cooldown`` of closing continues the exponential back-off instead of starting over.
 
-Nothing here reads a clock or does I/O: pass ``now`` (epoch seconds). A function returns the
+Nothing here reads a clock or does I/O: pass ``now``, epoch seconds of the *wall clock* (the engine
+never passes event time, so a forged timestamp cannot end a cool-down, a probe deadline or an approval
+early; the backtest passes its simulated wall). A function returns the
 new state and the transitions to append to ``breaker-events``; publish the state to
 ``breaker-state`` whenever ``new != old`` (also without transitions, e.g. ``clean_since``).
 """

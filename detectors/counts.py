@@ -185,6 +185,67 @@ class RollingCounts(Detector):
         self._add_bucket(int(ts // lay.g0), list(ints), list(floats))
         return True
 
+    def add_counts(self, other: "RollingCounts", sign: int = 1) -> None:
+        """Add (``sign=1``) or take back (``sign=-1``) every bucket of ``other`` still in this scope's rings.
+
+        Exact for counts: taking back what was added restores every window total the rings
+        still hold (float fields up to rounding; a result below zero is stored as zero).
+        ``other`` must have the same layout. Its late count and watermark are not taken back.
+
+        >>> from detectors.testing import Ev
+        >>> a, b, agg = RollingCounts(), RollingCounts(), RollingCounts()
+        >>> _ = a.add_event(Ev("tool_call", 1000.0)); _ = b.add_event(Ev("incident", 9000.0, severity="critical"))
+        >>> agg.add_counts(a); agg.add_counts(b)
+        >>> agg.window_counts(3600, 9000.0)["events"], agg.window_counts(86400, 9000.0)["events"]
+        (1.0, 2.0)
+        >>> agg.add_counts(a, -1); agg.window_counts(86400, 9000.0)["events"]
+        1.0
+        """
+        oh = other._h0
+        if oh is None:
+            return
+        lay = self._lay
+        if other._lay is not lay and (other._lay.levels != lay.levels or other._lay.ftc != lay.ftc):
+            raise StateError("add_counts needs two RollingCounts of the same layout")
+        if self._h0 is None:
+            self._h0 = oh
+        elif oh > self._h0:
+            self._advance(oh)
+        if sign > 0 and other._wm > self._wm:
+            self._wm = other._wm
+        sh = self._h0
+        assert sh is not None
+        for j in range(len(lay.g)):
+            g, n = lay.g[j], lay.n[j]
+            ohj = oh if j == 0 else (oh * lay.g0) // g
+            shj = sh if j == 0 else (sh * lay.g0) // g
+            for c in range(max(ohj - n, shj - n) + 1, ohj + 1):
+                iv, fv = other._slot_vec(j, c % n)
+                self._merge_slot(j, c % n, iv, fv, sign)
+        if oh != sh:  # other's head is not rolled up in its coarse rings; here it is no head any more
+            hi, hf = other._slot_vec(0, oh % lay.L0)
+            for j in range(1, len(lay.g)):
+                g, n = lay.g[j], lay.n[j]
+                c = (oh * lay.g0) // g
+                if c > (sh * lay.g0) // g - n:
+                    self._merge_slot(j, c % n, hi, hf, sign)
+
+    def _merge_slot(self, j: int, slot: int, iv: list[int], fv: list[float], sign: int) -> None:
+        if not any(iv) and not any(fv):
+            return
+        lay = self._lay
+        p = lay.ibase[j] + slot * NI
+        q = lay.fbase[j] + slot * NF
+        i, f = self._i, self._f
+        for k, x in enumerate(iv):
+            if x:
+                v = i[p + k] + sign * x
+                i[p + k] = v if v > 0 else 0
+        for k, x in enumerate(fv):
+            if x:
+                v = f[q + k] + sign * x
+                f[q + k] = v if v > 0 else 0.0
+
     # ------------------------------------------------------------------ internals
     def _add_other(self, b: int, ev: Any) -> None:
         iv, fv = event_vector(ev, self._lay.cfg)

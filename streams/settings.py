@@ -132,6 +132,13 @@ class Settings(BaseSettings):
     app_id: str = Field("tripwire", description="consumer group id and prefix of internal topics")
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, ge=1, le=65535)
+    http_read_timeout_s: float = Field(
+        15.0, gt=0, le=3600,
+        description="the web server closes a connection that has not sent a request's complete headers within this "
+        "time of opening (or of its previous response: also the keep-alive idle time), or its body within this time "
+        "of the headers (slow-loris)")
+    http_max_connections: int = Field(
+        1024, ge=1, description="concurrent connections to the web server; more are closed on arrival")
     data_dir: Path = Field(Path(".tripwire"), description="worker state (faust tables), broker log, reports")
     topics: Topics = Field(default_factory=Topics)
     partitions: int = Field(8, ge=1, le=1024, description="partitions of agent-traces when tripwire creates it")
@@ -142,6 +149,9 @@ class Settings(BaseSettings):
     max_agents: int = Field(200, ge=1, description="distinct agent label values on /metrics before 'other'")
     max_tools: int = Field(200, ge=1, description="distinct tool label values on /metrics before 'other'")
     lateness_s: float = Field(300.0, ge=0, description="events this late still land in their window bucket")
+    max_future_skew_s: float = Field(
+        300.0, ge=0, description="events dated more than this past the worker's wall clock go to the DLQ as "
+        "ts_future (never clamped): one odd event cannot move any clock far")
     checkpoint_interval_s: float = Field(2.0, gt=0, description="how often in-memory state is written to changelogs")
     checkpoint_max_bytes: int = Field(
         4 * 1024 * 1024, ge=64 * 1024,
@@ -149,15 +159,46 @@ class Settings(BaseSettings):
         "(oldest change first), bounding changelog traffic when many agents are active")
     store: str = Field("memory://", description="faust table store: memory:// or rocksdb://")
     policy_file: Path = Field(DEFAULT_POLICY, description="risk-budget policy (YAML)")
-    fail_mode: Literal["open", "closed"] = Field(
-        "closed",
-        description="authz answer while breaker state is unknown (not yet recovered): closed = deny, open = allow",
+    fail_mode: Literal["open", "closed"] | None = Field(
+        None,
+        description="authz/introspection answer while breaker state is unknown (not yet recovered): closed = deny, "
+        "open = allow. Set (TRIPWIRE_FAIL_MODE), it overrides the policy's fail_mode, also across policy reloads; "
+        "unset, the policy's fail_mode applies (shipped default: closed)",
     )
     signing_keys: dict[str, SecretStr] = Field(default_factory=dict, description="HMAC keys by key id")
     require_signature: list[str] = Field(
         default_factory=list,
         description="events that must come in a validly signed message, as scope globs: '*', 'agent:<glob>', "
-        "'tenant:<glob>', 'tenant:<glob>/agent:<glob>' (others go to the DLQ as bad_signature)",
+        "'tenant:<glob>', 'tenant:<glob>/agent:<glob>' (others go to the DLQ as bad_signature); a rule with a "
+        "tenant glob also matches events without a tenant (fail closed)",
+    )
+    signing_key_scopes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="what each key id may sign, as scope globs (same grammar as require_signature); an event of "
+        "a signed message outside its key's binding goes to the DLQ as bad_signature. A key id without an entry "
+        "is bound to every agent and tenant; a tenant glob does not cover events without a tenant",
+    )
+    signature_max_age_s: float = Field(
+        900.0, gt=0,
+        description="replay window: an event of a signed message older than its partition's newest signed event "
+        "ts minus this goes to the DLQ as replayed (inside the window, dedupe drops replays); <= dedupe_horizon_s",
+    )
+    drill_key_id: str | None = Field(
+        None, description="signing key id of drill traffic: when set, events of drill agents (the policy's "
+        "drill_prefix) must be signed with it, and it signs drill agents only; `tripwire drill` signs with it",
+    )
+    internal_auth: Literal["permissive", "required"] = Field(
+        "required",
+        description="with a signing keyring: records on breaker-state, breaker-events and scope-partials that are "
+        "not signed by a worker are ignored and counted (required) or accepted and counted (permissive: only "
+        "while rolling out a keyring to a deployment that ran without one). Badly signed records are always "
+        "ignored. Without a keyring nothing can be authenticated: every record is accepted (use Kafka ACLs)",
+    )
+    internal_key_ids: list[str] = Field(
+        default_factory=list,
+        description="signing_keys ids that authenticate internal records: the first signs, all verify (rotation: "
+        "[new, old], then [new]). Default: the first key id in sorted order. Give these keys to workers only: "
+        "whoever holds one can write breaker states",
     )
     metrics_cache_s: float = Field(5.0, ge=0, description="detector gauges are recomputed at most this often")
     evaluate_interval_s: float = Field(0.25, gt=0, description="how often changed scopes are evaluated")
@@ -203,9 +244,19 @@ class Settings(BaseSettings):
         from streams.contract.signing import SignaturePolicy, SigningConfigError
 
         try:
-            SignaturePolicy.from_settings(self.signing_keys, self.require_signature)
+            SignaturePolicy.of(self)
         except SigningConfigError as exc:
             raise ValueError(str(exc)) from None
+        if self.signing_keys and self.signature_max_age_s > self.dedupe_horizon_s:
+            raise ValueError(f"signature_max_age_s ({self.signature_max_age_s:g}) must be <= dedupe_horizon_s "
+                             f"({self.dedupe_horizon_s:g}): a replay inside the window must still be deduped")
+        return self
+
+    @model_validator(mode="after")
+    def _internal_keys(self) -> "Settings":
+        unknown = [k for k in self.internal_key_ids if k not in self.signing_keys]
+        if unknown:
+            raise ValueError(f"internal_key_ids names keys not in signing_keys: {', '.join(map(ascii, unknown))}")
         return self
 
     @property

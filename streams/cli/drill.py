@@ -264,6 +264,7 @@ def drill(scope: str | None, profile: str, broker: str | None, api: str, alertma
         raise click.ClickException(f"invalid drill SLOs: {exc}") from None
     stack: EmbeddedStack | None = None
     hooks: dict[str, Any] = {}
+    signing: dict[str, Any] = {}
     if embedded:
         stack = EmbeddedStack(Path(tempfile.mkdtemp(prefix="tripwire-drill-")), workers=2 if kill_worker else 1,
                               alertmanager=alertmanager)
@@ -284,9 +285,12 @@ def drill(scope: str | None, profile: str, broker: str | None, api: str, alertma
         chosen = {"traces": traces_topic, "breaker_state": state_topic, "breaker_events": events_topic}
         settings = cli_settings(broker=broker, topics={k: v for k, v in chosen.items() if v} or None)
         bootstrap, topics, security = settings.bootstrap, settings.topics, kafka_security(settings)
+        if settings.drill_key_id:  # the worker attests drill traffic only when signed with the drill key
+            signing = {"signing_key_id": settings.drill_key_id,
+                       "signing_key": settings.signing_keys[settings.drill_key_id].get_secret_value().encode()}
     events_topic = topics.breaker_events
     config = DrillConfig(bootstrap=bootstrap, api=api, alertmanager=alertmanager, scope=scope, profile=profile,
-                         token=token, security=security, topics=topics, slo=slo)
+                         token=token, security=security, topics=topics, slo=slo, **signing)
     try:
         with console.status("starting the drill") as status:
             def on_step(step: Any) -> None:

@@ -33,12 +33,33 @@ REJECT_REASONS: tuple[str, ...] = (
     "unsupported_schema_version",
     "unknown_kind",
     "future_timestamp",
+    "ts_future",
     "key_mismatch",
     "bad_signature",
+    "replayed",
     "batch_too_large",
     "internal_error",
 )
 MAX_BATCH_EVENTS = 10_000
+#: an event dated more than ``max_future_skew_s`` past the worker's wall clock (``future_timestamp`` is the
+#: schema's own, coarser limit of a day)
+TS_FUTURE = "ts_future"
+#: an event of a signed message older than its partition's signed watermark minus ``signature_max_age_s``
+REPLAYED = "replayed"
+
+
+def ts_future_problem(ts: float, now: float, max_skew_s: float) -> str | None:
+    """The reject detail of an event dated ``ts`` when the wall clock reads ``now``; None if it is not too far ahead.
+
+    Never clamped: a clamped event would still move clocks and windows to where its sender chose.
+
+    >>> ts_future_problem(1300.0, 1000.0, 300.0) is None, ts_future_problem(1301.0, 1000.0, 300.0)
+    (True, 'ts is 301 s past the wall clock (max_future_skew_s 300)')
+    """
+    ahead = ts - now
+    if ahead <= max_skew_s:
+        return None
+    return f"ts is {ahead:.0f} s past the wall clock (max_future_skew_s {max_skew_s:g})"
 
 
 @dataclass(slots=True)

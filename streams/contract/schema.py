@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from breakers.scope import MAX_ID_LEN, ScopeError, validate_id
+from breakers.scope import MAX_ID_LEN, ScopeError, canonical_tool, validate_id
 
 SCHEMA_VERSION = "1"
 KINDS: tuple[str, ...] = (
@@ -104,6 +104,8 @@ INVALID_ID = "invalid_id"
 def _id_problem(kind: str, value: str) -> str | None:
     try:
         validate_id(kind, value)
+        if kind == "tool":  # its canonical spelling (percent-decoded, folded or not) must be valid too
+            canonical_tool(value, case_fold=False), canonical_tool(value, case_fold=True)
     except ScopeError as exc:
         return str(exc)
     return None

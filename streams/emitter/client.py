@@ -43,7 +43,8 @@ from pydantic import ValidationError
 
 from streams.kafka.security import KafkaSecurity
 from streams.contract.schema import KINDS, TraceEvent
-from streams.contract.signing import KEY_ID_HEADER, SIGNATURE_HEADER, sign_value
+from streams.contract.signing import (HTTP_KEY_ID_HEADER, HTTP_SIGNATURE_HEADER, KEY_ID_HEADER, SIGNATURE_HEADER,
+                                      sign_value)
 
 log = logging.getLogger("tripwire.emitter")
 
@@ -71,6 +72,19 @@ def signature_headers(value: bytes, key: bytes | str | None, key_id: str | None)
     if not key_id:
         raise ValueError("a signing key needs a key id (the tripwire-key-id header)")
     return [(SIGNATURE_HEADER, sign(value, key).encode()), (KEY_ID_HEADER, key_id.encode())]
+
+
+def http_signature_headers(body: bytes, key: bytes | str, key_id: str) -> dict[str, str]:
+    """HTTP headers that sign a ``POST /v1/traces`` body end to end (one agent's events, ``application/json``).
+
+    The worker forwards such a body verbatim as one Kafka message with the Kafka signature headers.
+
+    >>> sorted(http_signature_headers(b'[]', "k3y", "k1"))
+    ['X-Tripwire-Key-Id', 'X-Tripwire-Signature']
+    """
+    if not key_id:
+        raise ValueError("a signing key needs a key id (the X-Tripwire-Key-Id header)")
+    return {HTTP_SIGNATURE_HEADER: sign(body, key), HTTP_KEY_ID_HEADER: key_id}
 
 
 def pack_messages(

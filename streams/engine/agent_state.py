@@ -18,6 +18,15 @@ from detectors.base import StateError
 from detectors.config import CountsConfig
 
 
+def _lag(value: Any) -> float:
+    """A checkpoint's ``lag_s``: finite and >= 0, else 0 (the agent reads its windows at the wall clock)."""
+    try:
+        lag = float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return lag if 0.0 <= lag < float("inf") else 0.0
+
+
 def encode_checkpoint(state: dict[str, Any]) -> bytes:
     """Checkpoint bytes: zlib (level 1) of the JSON state.
 
@@ -38,7 +47,7 @@ def decode_checkpoint(value: bytes) -> Any:
     return orjson.loads(zlib.decompress(value))
 
 
-@dataclass
+@dataclass(slots=True)
 class AgentState:
     """Everything a worker keeps for one agent (lives on the agent's partition).
 
@@ -55,11 +64,18 @@ class AgentState:
     reliability: AgentReliability = field(default_factory=AgentReliability)
     last_drift_ts: float = 0.0
     newest_ts: float = 0.0
+    #: wall clock minus ``newest_ts`` when that event was counted: the agent's windows are read at
+    #: ``wall - lag_s`` (:func:`streams.engine.clock.agent_now`)
+    lag_s: float = 0.0
     tenant: str | None = None
+    #: a drill agent (its id has the policy's drill prefix): set by the AgentTable from the id, never from
+    #: traffic or a checkpoint, so a bare ``drill_id`` cannot take an agent out of cross-agent scopes
     drill: bool = False
     scope: str = ""
     tool_scopes: dict[str, str] = field(default_factory=dict)
     label: str = ""  # the agent's /metrics label: its id, or "other" past the label cap
+    #: the checkpoint bytes this state was restored from, while no event changed it (a re-spill reuses them)
+    packed: bytes | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.scope = "agent:" + self.agent_id
@@ -80,8 +96,8 @@ class AgentState:
             "reliability": self.reliability.to_state(),
             "last_drift_ts": self.last_drift_ts,
             "newest_ts": self.newest_ts,
+            "lag_s": self.lag_s,
             "tenant": self.tenant,
-            "drill": self.drill,
         }
 
     @classmethod
@@ -99,6 +115,6 @@ class AgentState:
             reliability=AgentReliability.from_state(st["reliability"]),
             last_drift_ts=float(st.get("last_drift_ts", 0.0)),
             newest_ts=float(st.get("newest_ts", 0.0)),
+            lag_s=_lag(st.get("lag_s")),
             tenant=st.get("tenant"),
-            drill=bool(st.get("drill", False)),
         )

@@ -3,7 +3,8 @@
 :class:`EvidenceAt` is the :class:`breakers.evidence.EvidenceReader` the engine hands to
 :func:`breakers.evaluate.evaluate`; it reads each (scope, window) once per evaluation tick.
 :class:`ResetBaselines` remembers, per scope, the counts at an operator's reset: evidence
-from before a reset no longer counts against the scope.
+from before a reset no longer counts against the scope. Resets and reads are on the wall clock;
+each agent's counts are read at the agent's own event-time now (:mod:`streams.engine.clock`).
 
 >>> baselines = ResetBaselines()
 >>> baselines.note("agent:a", 100.0, {300: {"incidents": 4.0}}, now=100.0, longest=300)
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from streams.engine.agent_state import AgentState
+from streams.engine.clock import agent_now
 
 Counts = dict[str, float]
 
@@ -52,27 +54,32 @@ class ResetBaselines:
 
 
 class EvidenceAt:
-    """breakers.EvidenceReader over the engine's counts at one instant (cached per scope and window)."""
+    """breakers.EvidenceReader over the engine's counts at one wall-clock instant (cached per scope and window).
 
-    __slots__ = ("_counts", "_agent_state", "_baselines", "_drift_active_s", "now", "_cache")
+    ``counts(scope, window_s, wall)`` reads each agent at its own now; a drift report stays active for
+    ``drift_active_s`` of the agent's own event time.
+    """
+
+    __slots__ = ("_counts", "_agent_state", "_baselines", "_drift_active_s", "wall", "_cache")
 
     def __init__(self, counts: Callable[[str, int, float], Counts], agent_state: Callable[[str], AgentState | None],
-                 baselines: ResetBaselines, drift_active_s: float, now: float) -> None:
+                 baselines: ResetBaselines, drift_active_s: float, wall: float) -> None:
         self._counts = counts
         self._agent_state = agent_state
         self._baselines = baselines
         self._drift_active_s = drift_active_s
-        self.now = now
+        self.wall = wall
         self._cache: dict[tuple[str, int], Counts] = {}
 
     def window_counts(self, scope: str, window_s: int) -> Counts:
         key = (scope, window_s)
         hit = self._cache.get(key)
         if hit is None:
-            hit = self._baselines.subtract(scope, window_s, self.now, self._counts(scope, window_s, self.now))
+            hit = self._baselines.subtract(scope, window_s, self.wall, self._counts(scope, window_s, self.wall))
             self._cache[key] = hit
         return hit
 
     def drift_active(self, scope: str) -> bool:
         st = self._agent_state(scope)
-        return bool(st and st.last_drift_ts and self.now - st.last_drift_ts <= self._drift_active_s)
+        return bool(st and st.last_drift_ts
+                    and agent_now(st.lag_s, self.wall) - st.last_drift_ts <= self._drift_active_s)

@@ -9,7 +9,8 @@ breaker state of the deployment (fed from ``breaker-state`` by the transport), s
 answers authz for any scope. The transport (``streams.worker``) publishes what :meth:`evaluate`
 returns and checkpoints what :meth:`checkpoint` returns: the whole decision path is testable
 without Kafka. Scopes are typed once (:mod:`~streams.engine.scopes`); breaker states and
-published records stay keyed by scope strings.
+published records stay keyed by scope strings. Decisions run on the wall clock, each agent's
+windows on its own event time (:mod:`~streams.engine.clock`).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from breakers.state_machine import CLOSED, TRIPWIRE, BreakerState, step
 from breakers.state_table import BreakerStates
 from detectors import DriftReport, RollingCounts, window_label
 from detectors.config import CountsConfig
+from streams.contract.internal_auth import BAD_SIGNATURE, BREAKER_STATE, UNAUTHENTICATED, Headers, RecordAuth
 from streams.contract.schema import TraceEvent
 from streams.engine.agent_state import AgentState, decode_checkpoint, encode_checkpoint
 from streams.engine.agents import AgentTable, scopes_of
-from streams.engine.clock import EventClock
+from streams.engine.clock import EventClock, clamp, observe
 from streams.engine.decisions import Change, VerdictSummary
 from streams.engine.evidence import EvidenceAt, ResetBaselines
 from streams.engine.labels import OTHER, LabelCap
@@ -49,14 +51,18 @@ log = logging.getLogger("tripwire.monitor")
 
 
 #: why a breaker-state record can be ignored (the metric's label values)
-IGNORED_STATE_REASONS = ("invalid_scope", "malformed", "future_updated_at")
+IGNORED_STATE_REASONS = ("invalid_scope", "malformed", "future_updated_at", UNAUTHENTICATED, BAD_SIGNATURE)
 
 
 class Monitor:
     """Detectors + breaker policy for the partitions this worker holds."""
 
     def __init__(self, policy: Policy, lateness_s: float = 300.0, clock: EventClock | None = None,
-                 max_agents: int = 200, max_tools: int = 200, tuning: EngineTuning | None = None) -> None:
+                 max_agents: int = 200, max_tools: int = 200, tuning: EngineTuning | None = None,
+                 simulate_gateway: bool = False) -> None:
+        """``clock``: the wall clock decisions run on (the backtest's is simulated); ``simulate_gateway``:
+        the backtest only (no gateway in a replay): an observed good tool_call in half-open takes a probe
+        slot itself, as authz would have (:class:`HalfOpenProbes`)."""
         self.policy = policy
         self.tuning = tuning = tuning or EngineTuning()
         self.config = CountsConfig(lateness_s=lateness_s)
@@ -64,17 +70,20 @@ class Monitor:
         self.states: BreakerStates = BreakerStates()
         self.scopes = ScopeIndex(tuning.scope_cache_max)
         self.table = AgentTable(self.config, self.scopes, max_agents)
+        self.table.set_drill_prefix(policy.drill_prefix)
         self.agents = self.table.agents
         #: agents changed since their last checkpoint, in order of their first change
         self.dirty_agents = self.table.dirty
         self.counts = ScopeCounts(self.agents, policy, self.scopes, tuning.scope_cache_max)
+        self.counts.spilled = self.table.spilled_counts  # spilled agents still count for cross-agent scopes
+        self.table.cross_for = self.counts.cross_for
         self.pacing = EvaluationPacer(tuning)
         self.reset_baselines = ResetBaselines()
         #: bounded label cardinality on /metrics: agents past the cap share ``other_counts``
         self.tool_cap = LabelCap(max_tools)
         self.other_counts = RollingCounts(self.config)
         self._cost_urgent = any(b.signal == "cost" for b in policy.budgets)
-        self.probes = HalfOpenProbes(self.scopes, tuning.scope_cache_max)
+        self.probes = HalfOpenProbes(self.scopes, tuning.scope_cache_max, simulate_gateway)
         self._pending_changes: list[Change] = []
         self._errors_logged: set[str] = set()
         #: drift reports not yet published (bounded: under a drift storm the oldest go first)
@@ -97,6 +106,7 @@ class Monitor:
         """Swap the policy in force (reload); every known scope is re-evaluated on the next tick."""
         self.policy = policy
         self._cost_urgent = any(b.signal == "cost" for b in policy.budgets)
+        self.table.set_drill_prefix(policy.drill_prefix)
         self.counts.set_policy(policy)
         wake = self.pacing.wake
         wake(self.counts.cross_scopes)
@@ -105,15 +115,21 @@ class Monitor:
             wake((st.scope, *st.tool_scopes.values()))
 
     # ------------------------------------------------------------------ ingest (hot path)
-    def ingest(self, partition: int, events: Iterable[TraceEvent]) -> None:
+    def ingest(self, partition: int, events: Iterable[TraceEvent], attested: bool = False) -> None:
         """Update detectors with accepted, de-duplicated events of one partition.
+
+        ``attested``: the events were signed by a key bound to their agent. Unattested events count
+        as evidence (they may help trip a breaker) but are never half-open probe results
+        (:class:`HalfOpenProbes`): forged good traffic cannot close a breaker. An event dated ahead
+        of the wall clock is counted at the wall clock (:mod:`streams.engine.clock`).
 
         An event whose update raises is counted in :attr:`evaluation_errors` and skipped:
         the events around it are still counted, and the worker keeps running.
         """
+        wall = self.clock.now()
         for ev in events:
             try:
-                self._ingest_one(partition, ev)
+                self._ingest_one(partition, ev, attested, wall)
             except Exception as exc:  # noqa: BLE001 - one event never stops the worker
                 self._failed(f"agent:{ev.agent_id}", "ingesting an event of", exc)
 
@@ -127,16 +143,21 @@ class Monitor:
         log.error("%s %s failed (skipped; tripwire_evaluation_errors_total counts every failure): %s: %s",
                   doing, ascii(scope[:300]), type(exc).__name__, ascii(str(exc)[:300]), exc_info=exc)
 
-    def _ingest_one(self, partition: int, ev: TraceEvent) -> None:
-        ts = ev.ts
-        self.clock.observe(ts)
+    def _ingest_one(self, partition: int, ev: TraceEvent, attested: bool, wall: float) -> None:
+        tool = ev.tool  # the one place events' tools enter scopes: spelled as authz and the policy spell them
+        if tool is not None and (canon := self.policy.canonical_tool(tool)) != tool:
+            ev = ev.model_copy(update={"tool": canon})
+        ts = clamp(ev.ts, wall)
+        if ts != ev.ts:  # within the pipeline's max_future_skew_s: moves no watermark past the wall clock
+            ev = ev.model_copy(update={"ts": ts})
         agent_id = ev.agent_id
         st = self.agents.get(agent_id)
         if st is None:
-            st = self.table.create(agent_id, partition)
+            st = self._admit(agent_id, partition)
+        st.packed = None  # this event changes it: a later spill encodes it again
         st.partition = partition
         if ts > st.newest_ts:
-            st.newest_ts = ts
+            st.newest_ts, st.lag_s = observe(st.newest_ts, st.lag_s, ts, wall)
         if not st.counts.add_event(ev):
             self.late_events += 1
             return
@@ -156,9 +177,7 @@ class Monitor:
             dirty.add(st.tool_scopes[tool])
         if ev.tenant is not None:
             st.tenant = ev.tenant
-        if ev.drill_id is not None:  # drill agents never count for cross-agent scopes
-            st.drill = True
-        elif not st.drill:
+        if not st.drill:  # drill agents (by id, never by drill_id: metadata) never count for cross-agent scopes
             cross = self.counts.cross_for(tool, ev.tenant)
             if cross:
                 dirty.update(cross)
@@ -172,7 +191,8 @@ class Monitor:
         st.reliability.update(ev)
         self.dirty_agents[agent_id] = None
         if self.states:
-            self._pending_changes += self.probes.record(ev, self.states, self.clock.now, self.policy)
+            self._pending_changes += self.probes.record(ev, attested, st.drill, self.states, self.clock.now,
+                                                        self.policy)
 
     # ------------------------------------------------------------------ reads
     def agent_of(self, scope: str) -> str | None:
@@ -181,15 +201,18 @@ class Monitor:
 
     def _agent_state_of(self, scope: str) -> AgentState | None:
         agent = self.scopes.agent_of(scope)
-        return self.agents.get(agent) if agent is not None else None
+        return self._live(agent) if agent is not None else None
 
-    def window_counts(self, scope: str, window_s: int, now: float, partition: int | None = None) -> dict[str, float]:
-        """Summed window counts of a scope (zeros when nothing is known); see :class:`ScopeCounts`."""
-        return self.counts.window_counts(scope, self.scopes.get(scope), window_s, now, partition)
+    def window_counts(self, scope: str, window_s: int, wall: float, partition: int | None = None) -> dict[str, float]:
+        """Summed window counts of a scope at wall-clock ``wall``, each agent at its own now; see :class:`ScopeCounts`."""
+        typed = self.scopes.get(scope)
+        if typed is not None and typed.agent is not None and typed.agent not in self.agents:
+            self._live(typed.agent)  # a spilled agent is restored to be read
+        return self.counts.window_counts(scope, typed, window_s, wall, partition)
 
-    def _reader(self, now: float) -> EvidenceAt:
+    def _reader(self, wall: float) -> EvidenceAt:
         return EvidenceAt(self.window_counts, self._agent_state_of, self.reset_baselines,
-                          self.tuning.drift_active_s, now)
+                          self.tuning.drift_active_s, wall)
 
     # ------------------------------------------------------------------ cross-agent scopes across workers
     def share_with_workers(self, app_id: str) -> None:
@@ -226,7 +249,11 @@ class Monitor:
 
     # ------------------------------------------------------------------ decisions
     def evaluate(self, wall: float | None = None) -> list[Change]:
-        """Run the policy on changed scopes and on every enforcing scope; return what changed."""
+        """Run the policy on changed scopes and on every enforcing scope; return what changed.
+
+        Decisions (cool-downs, probe deadlines, approval expiry, transition times) run on the clock's
+        wall-clock now, never on event time; ``wall`` paces the evaluations (default ``time.time()``).
+        """
         now = self.clock.now()
         wall = time.time() if wall is None else wall
         reader = self._reader(now)
@@ -247,6 +274,7 @@ class Monitor:
                 continue
             if change is not None:
                 changes.append(change)
+        self._keep_cap()  # agents restored to be evaluated go back out past the cap
         return changes
 
     def _evaluate_scope(self, scope: str, typed: Scope, reader: EvidenceAt, now: float, wall: float) -> Change | None:
@@ -299,10 +327,32 @@ class Monitor:
         return typed is not None and self._owns_typed(typed)
 
     def _owns_typed(self, typed: Scope) -> bool:
-        return self.counts.decides_cross() if typed.agent is None else typed.agent in self.agents
+        if typed.agent is None:
+            return self.counts.decides_cross()
+        return typed.agent in self.agents or typed.agent in self.table.spilled
 
-    def apply_remote(self, value: bytes | None, key: bytes | None = None) -> None:
-        """Apply a record of the compacted ``breaker-state`` topic (newest ``updated_at`` wins)."""
+    #: checks that a breaker-state record was written by a worker (set by the transport from the signing
+    #: keyring); None or a RecordAuth without keys: every record is accepted (nothing to authenticate with)
+    record_auth: RecordAuth | None = None
+
+    def apply_remote(self, value: bytes | None, key: bytes | None = None, headers: Headers | None = None) -> None:
+        """Apply a record of the compacted ``breaker-state`` topic (newest ``updated_at`` wins).
+
+        With a keyring, a record (tombstones too) not signed by a worker is ignored and counted as
+        ``unauthenticated`` or ``bad_signature`` (``internal_auth: permissive`` accepts unsigned ones, counted).
+        """
+        auth = self.record_auth
+        if auth is not None:
+            accept, problem = auth.check(BREAKER_STATE, key, value, headers)
+            if not accept:
+                reason = problem or BAD_SIGNATURE
+                self.ignored_remote_states[reason] += 1
+                n = self.ignored_remote_states[reason]
+                if n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th …: a forged flood cannot flood the log
+                    log.warning("ignoring a breaker-state record of %s: %s (%d so far; something other than a "
+                                "worker writes the topic)", ascii((key or b"").decode("utf-8", "replace")[:300]),
+                                reason, n)
+                return
         if value is None:
             if key is not None:
                 self.states.pop(key.decode("utf-8", "replace"), None)
@@ -341,25 +391,71 @@ class Monitor:
     def rewrite_checkpoints(self) -> None:
         """Make the next :meth:`checkpoint` calls write every agent again (the changelog was lost)."""
         self.dirty_agents.update(dict.fromkeys(self.agents))
+        self.dirty_agents.update(dict.fromkeys(self.table.spilled))
 
     def restore(self, key: str, value: bytes) -> None:
         """Load one agent's checkpoint (after a rebalance or restart)."""
         st = self.table.restore(key, value)
         if st is None:
             return
-        if st.newest_ts:
-            self.clock.observe(st.newest_ts)
         if not st.drill:  # its counts feed cross-agent scopes even before its next event
             for tool in (None, *st.tools):
                 self.counts.cross_for(tool, st.tenant)
+        self._keep_cap()  # a restart holds no more live agents than the cap either
+
+    # ------------------------------------------------------------------ bounded memory: spilling agents
+    def _live(self, agent_id: str) -> AgentState | None:
+        """The live state of an agent, restored from its spilled bytes if need be (None: unknown here)."""
+        st = self.agents.get(agent_id)
+        if st is None and agent_id in self.table.spilled:
+            st = self.table.unspill(agent_id)
+        return st
+
+    def _admit(self, agent_id: str, partition: int) -> AgentState:
+        """A live state for an agent that has none: its spilled state restored, else a new one (cap kept first)."""
+        self._keep_cap(room=1)
+        return self.table.unspill(agent_id) or self.table.create(agent_id, partition)
+
+    def _keep_cap(self, room: int = 0) -> None:
+        """Spill the least recently seen agents while more than ``max_live_agents - room`` are live.
+
+        Spills 5 % of the cap more than needed, so that the search for the least recent runs once per
+        that many new agents, not per agent.
+        """
+        cap = self.tuning.max_live_agents
+        over = len(self.agents) + room - cap
+        if over > 0:
+            self._spill(self.table.least_recent(over + cap // 20, self._spillable))
+
+    def _spillable(self, st: AgentState) -> bool:
+        """An agent may leave memory unless one of its breakers is not closed (those are evaluated every tick)."""
+        states = self.states
+        if not states:
+            return True
+        for scope in scopes_of(st):
+            b = states.get(scope)
+            if b is not None and b.state != CLOSED:
+                return False
+        return True
+
+    def _spill(self, agents: Iterable[AgentState]) -> None:
+        for st in agents:
+            self.table.spill(st.agent_id)
+            scopes = list(scopes_of(st))
+            for sc in scopes:
+                self.last_verdicts.pop(sc, None)
+            self.pacing.forget(scopes)  # pending evaluations stay pending: they restore the agent
 
     def evict_idle(self) -> list[tuple[int, str]]:
-        """Forget agents silent for ``agent_idle_evict_s`` of event time (bounded memory).
+        """Spill agents silent for ``agent_spill_idle_s``; forget those silent for ``agent_idle_evict_s``.
 
-        Returns (partition, agent) of the evicted, whose checkpoints the transport deletes.
-        Breaker states are kept: an open breaker stays open however long the agent is quiet.
+        Returns (partition, agent) of the forgotten, whose checkpoints the transport deletes (their
+        counts stay in cross-agent sums until they leave the windows). Breaker states are kept: an
+        open breaker stays open however long the agent is quiet, and its agent is never spilled.
         """
-        gone = [st for st in self.table.idle(self.clock.now(), self.tuning.agent_idle_evict_s)
+        now = self.clock.now()
+        self._spill([st for st in self.table.idle(now, self.tuning.agent_spill_idle_s) if self._spillable(st)])
+        gone = [st for st in self.table.idle(now, self.tuning.agent_idle_evict_s)
                 if st.scope not in self.states]
         for st in gone:
             self.table.forget(st.agent_id)
@@ -367,14 +463,15 @@ class Monitor:
             for sc in scopes:
                 self.last_verdicts.pop(sc, None)
             self.pacing.forget(scopes)
-        return [(st.partition, st.agent_id) for st in gone]
+        return [(st.partition, st.agent_id) for st in gone] + self.table.forget_spilled(
+            now, self.tuning.agent_idle_evict_s, keep=lambda agent: f"agent:{agent}" in self.states)
 
     def drop_partitions(self, keep: set[int]) -> int:
         """Forget agents whose partition moved to another worker."""
         gone = self.table.not_in(keep)
         for agent_id in gone:
             self.table.forget(agent_id)
-        return len(gone)
+        return len(gone) + self.table.drop_spilled_partitions(keep)
 
     # ------------------------------------------------------------------ metrics views
     def near_miss_rows(self, windows: Iterable[int]) -> list[NearMissRow]:

@@ -5,18 +5,24 @@ Cross-agent scopes (``tool:X``, ``tenant:T/tool:X``, ``tenant:T/global``, ``glob
 at read time over this worker's agents (nothing extra on the per-event path), plus, when several
 workers share the trace topic, the window counts the other workers publish per trace partition
 (:mod:`streams.engine.partials`). Exactly one worker decides cross-agent scopes: the holder of
-trace partition 0. Drill agents never count for cross-agent scopes, so a drill cannot spend a
-production budget.
+trace partition 0. Drill agents (an id with the policy's drill prefix) never count for cross-agent
+scopes, so a drill cannot spend a production budget.
+
+Every agent's counts are read at that agent's own event-time now (:func:`streams.engine.clock.agent_now`,
+from the wall clock the caller passes), also inside a cross-agent sum: an agent on a lagging
+partition, or one that saw an odd event, is summed over its own last window, never read as empty.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from breakers.policy import Policy
 from breakers.scope import Scope, ScopeError
 from detectors import RollingCounts
 from streams.engine.agent_state import AgentState
+from streams.engine.clock import agent_now
 from streams.engine.partials import Partials, RemotePartials
 from streams.engine.scopes import ScopeIndex, cross_scopes_of
 
@@ -42,6 +48,9 @@ class ScopeCounts:
         self.remote = RemotePartials()
         #: False until the other workers' partials were read once (the decider waits for them)
         self.partials_ready = True
+        #: spilled agents' counts (:class:`streams.engine.agents.SpilledCounts`, set by the Monitor): summed
+        #: into cross-agent scopes like the live agents' (no blind spot)
+        self.spilled: Any = None
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
@@ -99,11 +108,11 @@ class ScopeCounts:
         self.cross_scopes.update(s for s in changed if self.policy.budgets_for(s))
         return {s for s in changed if s in self.cross_scopes}
 
-    def partition_partials(self, partition: int, now: float) -> Partials:
+    def partition_partials(self, partition: int, wall: float) -> Partials:
         """This worker's window counts of every budgeted cross-agent scope on one trace partition.
 
         What the other workers add to their own (published by the transport); only scopes
-        with counts are included.
+        with counts are included. Each agent is read at its own now (``wall`` less its lag).
         """
         by_tool: dict[str | None, list[tuple[str, str | None, tuple[int, ...]]]] = {}
         for scope in self.cross_scopes:
@@ -117,6 +126,7 @@ class ScopeCounts:
         for st in self.agents.values():  # one pass over the partition's agents
             if st.partition != partition or st.drill:
                 continue
+            now = agent_now(st.lag_s, wall)
             sources = [(rc, by_tool.get(tool, ())) for tool, rc in st.tools.items()]
             sources.append((st.counts, by_tool.get(None, [])))
             for rc, targets in sources:
@@ -132,19 +142,21 @@ class ScopeCounts:
                         else:
                             for k, v in counts.items():
                                 acc[k] += v
+        if self.spilled is not None:
+            self.spilled.add_partials(out, partition, {sc: w for ts in by_tool.values() for sc, _, w in ts}, wall)
         return out
 
     # ------------------------------------------------------------------ reads
-    def counts_for(self, s: Scope, partition: int | None = None) -> list[RollingCounts]:
-        """The counts behind a typed scope (this worker's agents; one partition's if given)."""
+    def counts_for(self, s: Scope, partition: int | None = None) -> list[tuple[RollingCounts, AgentState]]:
+        """The counts behind a typed scope, each with its agent (this worker's agents; one partition's if given)."""
         if s.agent is not None:
             st = self.agents.get(s.agent)
             if st is None or (s.tenant is not None and st.tenant not in (None, s.tenant)):
                 return []
             if s.tool is None:
-                return [st.counts]
+                return [(st.counts, st)]
             rc = st.tools.get(s.tool)
-            return [rc] if rc is not None else []
+            return [(rc, st)] if rc is not None else []
         out = []
         for st in self.agents.values():
             if st.drill or (s.tenant is not None and st.tenant != s.tenant):
@@ -154,14 +166,14 @@ class ScopeCounts:
             if s.tool is not None:
                 rc = st.tools.get(s.tool)
                 if rc is not None:
-                    out.append(rc)
+                    out.append((rc, st))
             else:
-                out.append(st.counts)
+                out.append((st.counts, st))
         return out
 
-    def window_counts(self, scope: str, s: Scope | None, window_s: int, now: float,
+    def window_counts(self, scope: str, s: Scope | None, window_s: int, wall: float,
                       partition: int | None = None) -> Counts:
-        """Summed window counts of a scope (zeros when nothing is known).
+        """Summed window counts of a scope (zeros when nothing is known), each agent at its own now.
 
         For a cross-agent scope the other workers' published counts of the partitions this
         worker does not hold are added (not when reading one ``partition``).
@@ -169,16 +181,19 @@ class ScopeCounts:
         if s is None:
             return dict(_ZERO)
         parts = self.counts_for(s, partition)
+        if s.agent is None and self.spilled is not None:
+            parts += self.spilled.parts(scope, partition)
         remote = None
         if partition is None and self.assigned is not None and s.agent is None:
             remote = self.remote.window_counts(scope, window_s, exclude=self.assigned)
         if not parts and remote is None:
             return dict(_ZERO)
         if len(parts) == 1 and remote is None:
-            return parts[0].window_counts(window_s, now)
+            rc, st = parts[0]
+            return rc.window_counts(window_s, agent_now(st.lag_s, wall))
         total = dict(_ZERO)
-        for rc in parts:
-            for k, v in rc.window_counts(window_s, now).items():
+        for rc, st in parts:
+            for k, v in rc.window_counts(window_s, agent_now(st.lag_s, wall)).items():
                 total[k] += v
         if remote is not None:
             for k, v in remote.items():

@@ -35,6 +35,16 @@ class EngineTuning(BaseModel):
         3 * 86400.0, gt=0,
         description="an agent silent this long (event time) is forgotten and its checkpoint deleted; its breaker "
         "states are kept")
+    agent_spill_idle_s: float = Field(
+        900.0, gt=0,
+        description="an agent silent this long (event time) is spilled: its state leaves memory and is kept only "
+        "as its compact checkpoint (~0.6 KB zlib'd), restored on its next event or when one of its scopes is "
+        "evaluated; its counts stay in cross-agent sums. Agents with a breaker not closed are never spilled")
+    max_live_agents: int = Field(
+        10_000, ge=1,
+        description="agents held live (~15 KB each); past it the least recently seen are spilled (never lost), "
+        "so memory stays bounded however many agent ids arrive. Agents with a breaker not closed stay live "
+        "(the cap may be exceeded by them)")
     drift_active_s: float = Field(
         6 * 3600.0, ge=0,
         description="a drift report keeps the agent's drift signal active this long (what `drift` budgets read)")

@@ -6,6 +6,11 @@ and :meth:`Monitor.evaluate` runs every ``step_s`` seconds of event time. The Mo
 is an :class:`~streams.engine.clock.EventClock` whose "wall" is the replay's current event time, so
 nothing depends on when the backtest runs: the same file and policy give the same report.
 
+Recorded traces are supplied by the operator running the backtest, so their events are treated as
+attested (as if validly signed). A replay has no gateway: the Monitor runs with ``simulate_gateway``,
+so a good ``tool_call`` seen while a scope is half-open takes a probe slot itself if one remains (as
+``/v1/authz`` would have) and counts as a probe result; calls beyond the slots do not count.
+
 After the last event the replay keeps ticking (every ``idle_step_s``, up to ``horizon_s`` of
 event time) so breakers can cool down and close, which the reset times need.
 
@@ -171,7 +176,7 @@ def backtest(policy: Policy, traces: Path, step_s: float = 10.0, idle_step_s: fl
     events = _read(traces, report)
     report.events = len(events)
     now = [events[0].ts if events else 0.0]
-    monitor = Monitor(policy, clock=EventClock(wall=lambda: now[0]))
+    monitor = Monitor(policy, clock=EventClock(wall=lambda: now[0]), simulate_gateway=True)
     weights = CountsConfig().severity_weights
     agents = report.agents
 
@@ -189,7 +194,7 @@ def backtest(policy: Policy, traces: Path, step_s: float = 10.0, idle_step_s: fl
                 tick(next_eval)
                 next_eval += step_s
             now[0] = max(now[0], ev.ts)
-            monitor.ingest(0, [ev])
+            monitor.ingest(0, [ev], attested=True)  # operator-supplied traces
             row = agents.get(ev.agent_id) or agents.setdefault(ev.agent_id, AgentRow(ev.agent_id))
             row.first_ts, row.last_ts = min(row.first_ts, ev.ts), max(row.last_ts, ev.ts)
             if ev.kind == "tool_call":

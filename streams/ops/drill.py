@@ -38,8 +38,10 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from breakers.scope import ScopeError, parse_scope
+from streams.emitter.client import signature_headers
 from streams.kafka.security import KafkaSecurity
 from streams.ops.drill_config import DEFAULT_SCOPE, DRILL_PREFIX, DrillError, DrillScope, drill_scope, find_token
 from streams.ops.drill_profiles import PROFILES, Profile
@@ -65,6 +67,9 @@ class DrillConfig:
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     slo: DrillSLO = field(default_factory=DrillSLO)
     drill_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: the deployment's ``drill_key_id`` and its secret: drill traffic is signed with it (None: unsigned)
+    signing_key_id: str | None = None
+    signing_key: bytes | None = field(default=None, repr=False)
 
 
 Hook = Callable[["Drill", str], None]
@@ -180,7 +185,14 @@ class Drill:
         spike_at = time.time()
         events = prof.build(self.ds, cfg.drill_id, spike_at)
         for i in range(0, len(events), 20):
-            producer.send_batch(self.ds.agent, events[i:i + 20])
+            batch = events[i:i + 20]
+            if cfg.signing_key is not None and cfg.signing_key_id:
+                value = orjson.dumps(batch)  # the worker attests drill traffic only when signed with the drill key
+                producer.send_raw(self.ds.agent.encode(), value,
+                                  signature_headers(value, cfg.signing_key, cfg.signing_key_id))
+                producer.sent_events += len(batch)
+            else:
+                producer.send_batch(self.ds.agent, batch)
         producer.flush()
         res.events_sent = len(events)
         res.chaos.setdefault("spike_started_at", spike_at)

@@ -30,13 +30,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import faust
+import orjson
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from breakers.introspect import KeyRing
 from breakers.operators import OperatorRegistry
-from breakers.policy import load_policy
+from breakers.policy import Policy, load_policy
+from streams.contract.internal_auth import (
+    BREAKER_EVENTS,
+    BREAKER_STATE,
+    PURPOSES,
+    REASONS,
+    SCOPE_PARTIALS,
+    RecordAuth,
+)
 from streams.engine.monitor import Monitor
 from streams.engine.pipeline import TracePipeline
 from streams.settings import Settings
@@ -46,8 +57,8 @@ from streams.worker.alerting import AlertDispatcher
 from streams.worker.alertmanager import AsyncAlertmanager
 from streams.worker.checkpointing import Checkpointer
 from streams.worker.context import AppContext, Readiness
-from streams.worker.decisions import Decisions
-from streams.worker.faust_compat import consumer_lag, shorten_fetch_wait
+from streams.worker.decisions import Decisions, SignedTopic
+from streams.worker.faust_compat import consumer_lag, harden_web_server, shorten_fetch_wait
 from streams.worker.http import drills, routes  # register(ctx) adds agents/routes
 from streams.worker.http import ingest as http_ingest
 from streams.worker.http.api import Api
@@ -79,10 +90,46 @@ def _operators(settings: Settings) -> OperatorRegistry:
     return OperatorRegistry.from_config(entries)
 
 
+def effective_policy(policy: Policy, settings: Settings) -> Policy:
+    """The policy in force: the file's, with ``fail_mode`` overridden when the setting is given.
+
+    The one place the two meet (at start and at every reload): ``TRIPWIRE_FAIL_MODE`` /
+    ``fail_mode:`` in the settings wins over the policy file's ``fail_mode``; unset, the policy decides.
+    """
+    if settings.fail_mode is None or settings.fail_mode == policy.fail_mode:
+        return policy
+    return policy.model_copy(update={"fail_mode": settings.fail_mode})
+
+
+def internal_auth_families(auth: RecordAuth, api: Api) -> Iterable[Metric]:
+    """Internal records that were not authenticated, and operator actions by result."""
+    fam = CounterMetricFamily("tripwire_internal_records_unauthenticated",
+                              "Records of the internal topics (breaker-state, breaker-events, scope-partials) without "
+                              "a valid worker signature, by topic role, reason (unauthenticated, bad_signature) and "
+                              "outcome (ignored; accepted only under internal_auth: permissive).",
+                              labels=["topic", "reason", "outcome"])
+    if auth.enabled:
+        for purpose in PURPOSES:
+            for reason in REASONS:
+                fam.add_metric([purpose, reason, "ignored"], auth.counts[(purpose, reason, "ignored")])
+        for (purpose, reason, outcome), n in auth.counts.items():
+            if outcome != "ignored":
+                fam.add_metric([purpose, reason, outcome], n)
+    yield fam
+    ops = CounterMetricFamily("tripwire_operator_actions",
+                              "Operator actions (force-open, reset, approve) by result: ok, or why refused "
+                              "(unauthorized, forbidden, invalid, conflict, not_found); refused ones are audited "
+                              "on breaker-events.", labels=["action", "result"])
+    for (action, result), n in sorted(api.action_counts.items()):
+        ops.add_metric([action, result], n)
+    yield ops
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app from settings."""
     datadir = settings.data_dir / f"worker-{settings.web_port}"
     shorten_fetch_wait()
+    record_auth = RecordAuth.from_settings(settings.signing_keys, settings.internal_key_ids, settings.internal_auth)
     app = faust.App(
         settings.app_id,
         broker=settings.broker,
@@ -108,17 +155,24 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
         table_standby_replicas=0,
     )
-    policy = load_policy(settings.policy_file)
+    harden_web_server(app, settings.http_read_timeout_s, settings.http_max_connections)
+    policy = effective_policy(load_policy(settings.policy_file), settings)
     monitor = Monitor(policy, lateness_s=settings.lateness_s, max_agents=settings.max_agents,
-                      max_tools=settings.max_tools)
-    pipeline = TracePipeline(settings, sink=monitor.ingest)
+                      max_tools=settings.max_tools, tuning=settings.engine)
+    monitor.record_auth = record_auth
+    pipeline = TracePipeline(settings, sink=monitor.ingest, drill_prefix=policy.drill_prefix)
     acks = AckGate()
     metrics = Metrics()
     reader = StateReader(settings.bootstrap, settings.topics.breaker_state, monitor.apply_remote,
                          security=settings.kafka)
     # cross-agent scopes: every worker publishes its partitions' counts, the holder of partition 0 decides
     monitor.share_with_workers(settings.app_id)
-    partials_reader = StateReader(settings.bootstrap, settings.topics.scope_partials, monitor.apply_partials,
+
+    def apply_partials(value: bytes | None, key: bytes | None, headers: Sequence[tuple[str, bytes]]) -> None:
+        if record_auth.check(SCOPE_PARTIALS, key, value, headers)[0]:  # forged counts could blind a scope
+            monitor.apply_partials(value, key)
+
+    partials_reader = StateReader(settings.bootstrap, settings.topics.scope_partials, apply_partials,
                                   security=settings.kafka)
     readiness = Readiness(app, reader)
     counters = {"alert_ok": 0, "alert_error": 0, "reload_ok": 0, "reload_error": 0}
@@ -139,9 +193,13 @@ def create_app(settings: Settings) -> faust.App:
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     traces = app.topic(traces_topic, allow_empty=True, partitions=settings.partitions, **raw)
     dlq = app.topic(settings.topics.dlq, partitions=settings.partitions, **raw)
-    state_topic = app.topic(settings.topics.breaker_state, partitions=settings.partitions, **raw)
-    events_topic = app.topic(settings.topics.breaker_events, partitions=settings.partitions, **raw)
-    partials_topic = app.topic(settings.topics.scope_partials, partitions=settings.partitions, **raw)
+    # every record a worker writes to the internal topics is signed (with a keyring): readers drop forgeries
+    state_topic = SignedTopic(app.topic(settings.topics.breaker_state, partitions=settings.partitions, **raw),
+                              record_auth, BREAKER_STATE)
+    events_topic = SignedTopic(app.topic(settings.topics.breaker_events, partitions=settings.partitions, **raw),
+                               record_auth, BREAKER_EVENTS)
+    partials_topic = SignedTopic(app.topic(settings.topics.scope_partials, partitions=settings.partitions, **raw),
+                                 record_auth, SCOPE_PARTIALS)
     # bytes keys/values: faust then uses the raw codec for writes *and* for recovery
     scope_state = app.Table("scope-state", partitions=settings.partitions, key_type=bytes, value_type=bytes)
 
@@ -154,7 +212,9 @@ def create_app(settings: Settings) -> faust.App:
     api = Api(monitor, _operators(settings),
               KeyRing.from_config(settings.jwt_keys, issuer=settings.jwt_issuer, audience=settings.jwt_audience),
               publish, known=lambda: reader.caught_up,
-              observe_authz=metrics.observe_authz)
+              observe_authz=metrics.observe_authz,
+              audit=lambda record: events_topic.send(key=b"operator", value=orjson.dumps(record)))
+    metrics.add_source(lambda: internal_auth_families(record_auth, api))
     ctx = AppContext(app=app, settings=settings, pipeline=pipeline, monitor=monitor, metrics=metrics, api=api,
                      publish=publish, readiness=readiness, events_topic=events_topic, traces_topic=traces)
     app.tripwire = ctx  # type: ignore[attr-defined]
@@ -170,7 +230,8 @@ def create_app(settings: Settings) -> faust.App:
     outage = OutageRecovery(app, settings, reader, monitor, pipeline, table=scope_state, state_topic=state_topic,
                             ready=lambda: readiness.check()[0])
     partials = PartialsPublisher(monitor, partials_reader, partials_topic, settings.app_id)
-    policy_watch = PolicyWatcher(settings.policy_file, monitor, counters, events_topic)
+    policy_watch = PolicyWatcher(settings.policy_file, monitor, counters, events_topic,
+                                 adjust=lambda p: effective_policy(p, settings))
 
     @app.timer(settings.evaluate_interval_s)
     async def decide() -> None:

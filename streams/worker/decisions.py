@@ -3,6 +3,11 @@
 The decision timer calls :meth:`Decisions.tick`: the monitor evaluates its scopes, every
 change is published (the state record, one audit record per transition, an alert note),
 drift reports go to ``breaker-events`` and decision lags to the latency histogram.
+
+Every record a worker writes to ``breaker-state``, ``breaker-events`` and ``scope-partials`` goes
+through a :class:`SignedTopic`, which adds the record HMAC of
+:mod:`streams.contract.internal_auth` when a signing keyring is configured (readers ignore
+records without it).
 """
 
 from __future__ import annotations
@@ -13,11 +18,31 @@ from typing import Any
 
 import orjson
 
+from streams.contract.internal_auth import RecordAuth
 from streams.engine.monitor import Change, Monitor
 from streams.worker.alerting import AlertDispatcher
 from streams.worker.metrics import Metrics
 
 log = logging.getLogger("tripwire.worker")
+
+
+class SignedTopic:
+    """A faust topic whose every record carries the worker's record signature for ``purpose``.
+
+    The only way workers write the internal topics: decisions, operator actions, audit records,
+    policy reloads, outage re-publishing and cross-agent partials all ``send`` through one.
+    """
+
+    def __init__(self, topic: Any, auth: RecordAuth, purpose: str) -> None:
+        self.topic = topic
+        self.auth = auth
+        self.purpose = purpose
+
+    async def send(self, *, key: bytes | None = None, value: bytes | None = None, partition: int | None = None,
+                   headers: dict[str, bytes] | None = None) -> Any:
+        signed = dict(headers or {})
+        signed.update(self.auth.headers(self.purpose, key, value))
+        return await self.topic.send(key=key, value=value, partition=partition, headers=signed or None)
 
 
 class Decisions:

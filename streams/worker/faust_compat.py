@@ -117,3 +117,65 @@ def forget_changelog_positions(app: Any) -> int:
             offsets[tp] = None
             n += 1
     return n
+
+
+def harden_web_server(app: Any, read_timeout_s: float, max_connections: int) -> None:
+    """Bound what a slow or idle client can hold on faust's aiohttp web server (slow-loris).
+
+    faust 0.15.3 builds its ``AppRunner`` without handler options, so aiohttp's defaults apply:
+    a connection may take 3630 s to send its request headers and forever to send a body, and
+    there is no connection cap. This sets, before the server starts:
+
+    - ``keepalive_timeout = read_timeout_s``: aiohttp arms this timer when a connection opens and
+      after each response, and closes the connection if no complete request head arrived by then
+      (trickling header bytes does not re-arm it);
+    - a middleware that closes the connection when a request's body is still incomplete
+      ``read_timeout_s`` after its headers;
+    - at most ``max_connections`` concurrent connections: more are closed on arrival.
+    """
+    import asyncio
+
+    from aiohttp import web
+
+    driver = app.web  # faust's aiohttp driver, created here; it starts with the worker
+    runner = driver._runner
+    runner._kwargs["keepalive_timeout"] = read_timeout_s
+
+    def expire(request: Any) -> None:
+        if not request.content.is_eof() and request.transport is not None:
+            request.transport.close()
+
+    @web.middleware
+    async def body_deadline(request: Any, handler: Any) -> Any:
+        if not request.body_exists or request.content.is_eof():
+            return await handler(request)
+        timer = asyncio.get_running_loop().call_later(read_timeout_s, expire, request)
+        try:
+            return await handler(request)
+        finally:
+            timer.cancel()
+
+    driver.web_app.middlewares.append(body_deadline)
+    runner.__class__ = _capped_runner(type(runner), max_connections)
+
+
+def _capped_runner(base: type, max_connections: int) -> type:
+    """A subclass of aiohttp's ``AppRunner`` (slotted: its methods cannot be patched on the instance)
+    whose server closes connections past ``max_connections``."""
+
+    class CappedRunner(base):  # type: ignore[misc, valid-type]
+        __slots__ = ()
+
+        async def _make_server(self) -> Any:
+            server = await super()._make_server()
+            register = server.connection_made
+
+            def connection_made(handler: Any, transport: Any) -> None:
+                register(handler, transport)
+                if len(server._connections) > max_connections:
+                    transport.close()
+
+            server.connection_made = connection_made
+            return server
+
+    return CappedRunner

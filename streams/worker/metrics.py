@@ -100,7 +100,7 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05),
             registry=self.registry,
         )
-        self.authz_counts: dict[str, int] = {"allow": 0, "deny": 0}
+        self.authz_counts: dict[str, int] = {"allow": 0, "deny": 0, "bad_request": 0}
         self.add_source(self._authz_family)
         self._info = GaugeMetricFamily("tripwire_build_info", "tripwire version.", labels=["version"])
         self._info.add_metric([__version__], 1)

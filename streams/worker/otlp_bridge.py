@@ -13,8 +13,10 @@ validation, signature check, dedupe (``event_id`` = traceId:spanId makes a
 re-delivered export a duplicate), counting. faust flushes the producer before it
 commits the otlp offset, so delivery is at-least-once.
 
-When the worker has ``signing_keys``, re-published messages are signed with the
-first key id in sorted order, so a policy that requires signed events accepts them.
+Re-published messages are **unsigned**: the worker never signs on behalf of a producer
+(anyone who can write ``otlp_spans`` or hold an ingest token would otherwise mint
+attested traffic). Their events are unattested, and are refused as ``bad_signature``
+at consume time for agents/tenants under ``require_signature``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from streams.contract.otlp import (
     map_request,
     proto_supported,
 )
-from streams.emitter.client import pack_messages, signature_headers
+from streams.emitter.client import pack_messages
 from streams.settings import Settings
 from streams.worker.context import AppContext
 
@@ -84,22 +86,11 @@ class OtlpStats:
         return [spans, skipped, messages]
 
 
-def signer(settings: Settings) -> tuple[str | None, bytes | None]:
-    """(key id, secret) the worker signs re-published messages with; (None, None) when it has no keys."""
-    if not settings.signing_keys:
-        return None, None
-    key_id = sorted(settings.signing_keys)[0]
-    return key_id, settings.signing_keys[key_id].get_secret_value().encode("utf-8")
-
-
 def trace_messages(events: list[dict[str, Any]], settings: Settings) -> list[Outgoing]:
-    """agent-traces messages for ``events``: grouped per agent, batched, signed when keys are configured."""
-    key_id, secret = signer(settings)
+    """agent-traces messages for ``events``: grouped per agent, batched, unsigned (never signed by the worker)."""
     max_bytes = max(1024, settings.max_message_bytes - 1024)
-    out = []
-    for key, value, n in pack_messages(events, max_events=FORWARD_BATCH_EVENTS, max_bytes=max_bytes):
-        out.append(Outgoing(key, value, dict((k, v) for k, v in signature_headers(value, secret, key_id)), n))
-    return out
+    return [Outgoing(key, value, {}, n)
+            for key, value, n in pack_messages(events, max_events=FORWARD_BATCH_EVENTS, max_bytes=max_bytes)]
 
 
 class OtlpTranslator:

@@ -11,12 +11,13 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from breakers.policy import PolicyInvalid, load_policy
+from breakers.policy import Policy, PolicyInvalid, load_policy
 from streams.engine.monitor import Monitor
 
 log = logging.getLogger("tripwire.worker")
@@ -37,8 +38,11 @@ def mtime(path: os.PathLike[str] | str) -> float:
 class PolicyWatcher:
     """Applies a changed policy file to the monitor."""
 
-    def __init__(self, path: Path, monitor: Monitor, counters: dict[str, int], events_topic: Any) -> None:
+    def __init__(self, path: Path, monitor: Monitor, counters: dict[str, int], events_topic: Any,
+                 adjust: Callable[[Policy], Policy] = lambda p: p) -> None:
         self.path = path
+        #: applied to every loaded policy (the settings' fail_mode override, streams.worker.app.effective_policy)
+        self.adjust = adjust
         self.monitor = monitor
         self.counters = counters
         self.events_topic = events_topic
@@ -65,7 +69,7 @@ class PolicyWatcher:
         self.reload_requested = False
         self.mtime = current
         try:
-            new = load_policy(self.path)
+            new = self.adjust(load_policy(self.path))
         except (PolicyInvalid, OSError, ValueError) as exc:
             self.counters["reload_error"] += 1
             log.error("policy reload failed, keeping version %s: %s", monitor.policy.policy_version, exc)

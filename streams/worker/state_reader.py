@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -22,7 +22,8 @@ from streams.worker.faust_compat import FETCH_MAX_WAIT_MS
 
 log = logging.getLogger("tripwire.state_reader")
 
-Apply = Callable[[bytes | None, bytes | None], None]
+#: (value, key, headers) of one record; the headers carry the record signature (streams.contract.internal_auth)
+Apply = Callable[[bytes | None, bytes | None, Sequence[tuple[str, bytes]]], None]
 
 
 class StateReader:
@@ -97,8 +98,8 @@ class StateReader:
                 for tp, records in batches.items():
                     for rec in records:
                         try:
-                            self.apply(rec.value, rec.key)
-                        except Exception:  # noqa: BLE001 - one record of an internal topic never stops the reader
+                            self.apply(rec.value, rec.key, rec.headers)
+                        except Exception:
                             self.failed_records += 1
                             log.exception("applying a record of %s[%d]@%d failed; skipped", tp.topic, tp.partition,
                                           rec.offset)
@@ -120,7 +121,7 @@ class StateReader:
         """One cheap round trip to the broker; records when it stops (and starts again) answering."""
         try:
             ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout=max(1.0, self.probe_interval_s))
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             if self.broker_error is None:
                 log.warning("broker not answering: %s", type(exc).__name__)
                 self._failing_since = time.monotonic()

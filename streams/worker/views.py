@@ -42,11 +42,16 @@ def monitor_families(monitor: Monitor, settings: Settings) -> Iterable[Metric]:
 
     burn: dict[tuple[str, str, str], float] = {}
     remaining: dict[tuple[str, str], float] = {}
+    firing: dict[tuple[str, str, str], float] = {}
     for scope, verdicts in monitor.last_verdicts.items():
         s = scopes_cap(scope)
         for v in verdicts:
             for w, b in v.burn_rates.items():
                 burn[(v.budget, s, w)] = max(b, burn.get((v.budget, s, w), 0.0))
+            budget = monitor.policy.budget(v.budget)
+            if budget is not None:  # a budget a policy reload removed reports nothing
+                k3 = (v.budget, s, budget.signal)
+                firing[k3] = max(1.0 if v.fired else 0.0, firing.get(k3, 0.0))
             if v.budget_remaining is not None:
                 k = (v.budget, s)
                 remaining[k] = min(v.budget_remaining, remaining.get(k, 1.0))
@@ -54,6 +59,9 @@ def monitor_families(monitor: Monitor, settings: Settings) -> Iterable[Metric]:
                 ["budget", "scope", "window"], ((list(k), v) for k, v in burn.items()))
     yield gauge("tripwire_budget_remaining_ratio", "Share of the budget left over its longest window.",
                 ["budget", "scope"], ((list(k), v) for k, v in remaining.items()))
+    yield gauge("tripwire_budget_firing", "1 while the budget's latest verdict for the scope fires (any rule: "
+                "burn-rate or Poisson count), else 0.", ["budget", "scope", "signal"],
+                ((list(k), v) for k, v in firing.items()))
 
     drift = CounterMetricFamily("tripwire_drift_detected", "Drift reports by agent and signal.",
                                 labels=["agent", "signal"])
@@ -133,14 +141,29 @@ def breaker_families(monitor: Monitor, counters: dict[str, Any]) -> Iterable[Met
     rl.add_metric(["ok"], counters.get("reload_ok", 0))
     rl.add_metric(["error"], counters.get("reload_error", 0))
     yield rl
+    yield CounterMetricFamily("tripwire_agents_spilled", "Agents moved out of memory to their compact checkpoint "
+                              "(idle for engine.agent_spill_idle_s, or least recently seen past "
+                              "engine.max_live_agents); restored on their next event.",
+                              value=monitor.table.spilled_total)
+    yield gauge("tripwire_agents_live", "Agents held live in memory (at most engine.max_live_agents, plus any with "
+                "a breaker not closed).", [], [([], float(len(monitor.agents)))])
     ignored = CounterMetricFamily("tripwire_breaker_state_records_ignored",
                                   "breaker-state records this worker ignored, by reason: invalid_scope (the scope "
                                   "does not parse), malformed (no finite updated_at), future_updated_at (dated past "
-                                  "the wall clock + skew).",
+                                  "the wall clock + skew), unauthenticated / bad_signature (no valid worker "
+                                  "signature, with a signing keyring).",
                                   labels=["reason"])
     for reason, n in monitor.ignored_remote_states.items():
         ignored.add_metric([reason], n)
     yield ignored
+    probes = CounterMetricFamily("tripwire_probe_results_ignored",
+                                 "Clean half-open probe results not counted towards closing a breaker, by reason: "
+                                 "unattested (the event was not signed by a key bound to its agent), "
+                                 "no_issued_slot (more clean results than probe slots authz issued).",
+                                 labels=["reason"])
+    for reason, n in monitor.probes.ignored.items():
+        probes.add_metric([reason], n)
+    yield probes
     yield CounterMetricFamily("tripwire_evaluation_errors", "Scope evaluations and event updates that raised and "
                               "were skipped (each scope is logged once; the worker keeps running).",
                               value=monitor.evaluation_errors)

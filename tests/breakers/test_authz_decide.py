@@ -74,7 +74,7 @@ def test_tenant_scopes_and_unprefixed_kill_switch():
     states = {"tenant:acme/agent:a": st("tenant:acme/agent:a", "open")}
     assert not decide(states, "a", "ls", "acme", T0, POLICY).allow
     assert decide(states, "a", "ls", "other", T0, POLICY).allow
-    assert decide(states, "a", "ls", None, T0, POLICY).allow
+    assert not decide(states, "a", "ls", None, T0, POLICY).allow  # omitting the tenant header dodges nothing
     states = {"agent:a": st("agent:a", "forced_open")}
     assert not decide(states, "a", "ls", "acme", T0, POLICY).allow  # tenant header cannot dodge it
     states = {"tenant:acme/global": st("tenant:acme/global", "open")}

@@ -173,8 +173,8 @@ def test_format_duration():
 
 
 def test_budgets_for_and_caches(default_policy):
-    assert [b.name for b in default_policy.budgets_for("agent:x/tool:shell")] == ["critical-incidents",
-                                                                                    "weighted-near-miss"]
+    assert [b.name for b in default_policy.budgets_for("agent:x/tool:shell")] == [
+        "critical-incidents", "critical-incidents-low-volume", "weighted-near-miss"]
     assert default_policy.budgets_for("tool:shell") == ()
     assert default_policy.budgets_for("global") == ()
 

@@ -112,7 +112,7 @@ def test_importable_without_faust() -> None:
 
 
 def test_signatures_verify_with_the_workers_signature_policy() -> None:
-    """What the emitter and the OTLP/HTTP re-publisher sign, the worker's verifier accepts."""
+    """What the emitter signs, the worker's verifier accepts; the OTLP/HTTP re-publisher never signs (#15)."""
     signing = pytest.importorskip("streams.contract.signing", reason="the worker's signature verifier is not present")
     from streams.worker.otlp_bridge import trace_messages
     from streams.settings import Settings
@@ -124,5 +124,6 @@ def test_signatures_verify_with_the_workers_signature_policy() -> None:
 
     settings = Settings(signing_keys={"k1": "worker-key", "k0": "older-key"})
     worker_policy = signing.SignaturePolicy.from_settings(settings.signing_keys, ["*"])
-    for m in trace_messages([_ev(1), _ev(2, "b")], settings):
-        assert worker_policy.check_message(m.key, m.value, list(m.headers.items())) == (True, None)
+    for m in trace_messages([_ev(1), _ev(2, "b")], settings):  # unsigned: refused where a signature is required
+        assert m.headers == {}
+        assert worker_policy.check_message(m.key, m.value, list(m.headers.items()))[0] is False

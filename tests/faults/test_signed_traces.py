@@ -52,8 +52,9 @@ def test_forged_ok_traffic_cannot_dilute_or_close_a_signed_agent(broker, tmp_pat
         evs = calls(agent, 220) + incidents(agent, 12) + flags(agent, 30)
         send(producer, agent, evs[:130], sign=(OLD, "k-old"))
         send(producer, agent, evs[130:], sign=(NEW, "k-new"))
-        # an unsigned agent outside the requirement is accepted as before (control)
-        send(producer, "free-bot", calls("free-bot", 20) + flags("free-bot", 2))
+        # an unsigned agent outside the requirement is accepted as before (control); it names its tenant:
+        # a tenantless event would fall under "tenant:acme" (#15: a missing tenant cannot dodge a tenant rule)
+        send(producer, "free-bot", [dict(e, tenant="other") for e in calls("free-bot", 20) + flags("free-bot", 2)])
         producer.flush()
         wait_for(lambda: authz_status(w.web, agent) == 403, 30, f"agent:{agent} to open")
         wait_for(lambda: w.metric("tripwire_events_total") == len(evs) + 22, 20, "all signed events counted")

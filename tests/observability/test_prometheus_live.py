@@ -82,7 +82,13 @@ class FakeExporter:
         add("tripwire_events_duplicate_total", 2 * n)
         add("tripwire_events_late_total", n)
         add("tripwire_evaluation_errors_total", 0)
+        add("tripwire_agents_spilled_total", 5 * n)
+        add("tripwire_agents_live", 12)
         add("tripwire_breaker_state_records_ignored_total", 0, reason="future_updated_at")
+        add("tripwire_probe_results_ignored_total", n, reason="unattested")
+        add("tripwire_internal_records_unauthenticated_total", 0, topic="breaker-state", reason="bad_signature",
+            outcome="ignored")
+        add("tripwire_operator_actions_total", n, action="force_open", result="unauthorized")
         add("tripwire_messages_total", 40 * n)
         for p in ("0", "1"):
             add("tripwire_consumer_lag_messages", 10 + n, topic="agent-traces", partition=p)
@@ -100,6 +106,8 @@ class FakeExporter:
                     add("tripwire_near_miss_rate_upper", 0.09, agent=agent, tool=tool, window=w)
         for scope, current in SCOPES.items():
             add("tripwire_budget_remaining_ratio", 0.4, budget="near-miss", scope=scope)
+            add("tripwire_budget_firing", 1 if scope == "agent:drill-1" else 0, budget="critical-incidents-low-volume",
+                scope=scope, signal="critical_incident_rate")
             for w in WINDOWS:
                 add("tripwire_burn_rate", 20 if scope == "agent:drill-1" else 2, budget="near-miss", scope=scope, window=w)
             for st in STATES:
@@ -235,6 +243,10 @@ def test_alerts_react_to_the_fake_data(prometheus):
     # open drill scope (pending, for: 1m) is labelled drill="true"
     assert any(lab["scope"] == "agent:drill-1" and lab["drill"] == "true" for lab in by_name.get("TripwireBreakerOpen", []))
     assert "TripwireDrillOverdue" not in by_name  # last success one hour ago
+    # the low-volume harm budget fires on the drill scope only (for: 0m), drill="true"
+    harm = by_name.get("TripwireHarmBudgetFiring", [])
+    assert [(lab["scope"], lab["budget"], lab["drill"]) for lab in harm] == [
+        ("agent:drill-1", "critical-incidents-low-volume", "true")]
 
 
 SETTINGS = [

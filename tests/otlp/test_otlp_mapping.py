@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -158,7 +156,7 @@ def test_otlp_proto_maps_like_otlp_json() -> None:
     assert from_proto == from_json
 
 
-def test_translator_batches_per_agent_signs_and_dead_letters() -> None:
+def test_translator_batches_per_agent_never_signs_and_dead_letters() -> None:
     settings = Settings(signing_keys={"k2": "second", "k1": "first"})
     tr = OtlpTranslator(settings)
     doc = {"resourceSpans": load("variants")["resourceSpans"] + load("invalid_spans")["resourceSpans"]}
@@ -168,10 +166,8 @@ def test_translator_batches_per_agent_signs_and_dead_letters() -> None:
     assert sorted(m.key for m in out) == [b"a-bad", b"orders-agent", b"support-bot"]
     support = next(m for m in out if m.key == b"support-bot")
     assert support.events == 3 and len(json.loads(support.value)) == 3
-    for m in out:  # signed with the first key id in sorted order
-        assert m.headers["tripwire-key-id"] == b"k1"
-        want = "v1=" + hmac.new(b"first", m.value, hashlib.sha256).hexdigest()
-        assert m.headers["tripwire-signature"].decode() == want
+    for m in out:  # the worker never signs on behalf of a producer (#15): unsigned, unattested
+        assert m.headers == {}
 
     assert [json.loads(d.value)["reason"] for d in dead] == ["otlp_invalid_span"] * 2
     record = json.loads(dead[1].value)

@@ -206,7 +206,7 @@ MESSAGE_LEVEL_BAD = {
 def test_message_level_reject_does_not_poison_neighbours(reason):
     pipe = TracePipeline(Settings())
     seen: list[str] = []
-    pipe.sink = lambda partition, evs: seen.extend(e.event_id for e in evs)
+    pipe.sink = lambda partition, evs, attested: seen.extend(e.event_id for e in evs)
     first, last = event(), event()
     assert pipe.process(KEY, dumps([first]), topic="t", partition=0, offset=0) == []
     dead = pipe.process(KEY, MESSAGE_LEVEL_BAD[reason], topic="t", partition=0, offset=1)

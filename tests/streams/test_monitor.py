@@ -164,10 +164,10 @@ def test_an_event_whose_update_raises_costs_only_itself(setup, monkeypatch) -> N
     events = _events("a", wall.t, 5, 0)
     real = mon._ingest_one
 
-    def ingest_one(partition, ev):
+    def ingest_one(partition, ev, *rest):
         if ev.event_id == "a-2":
             raise ValueError("bad")
-        real(partition, ev)
+        real(partition, ev, *rest)
 
     monkeypatch.setattr(mon, "_ingest_one", ingest_one)
     mon.ingest(0, events)

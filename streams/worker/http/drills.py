@@ -6,6 +6,12 @@ worker it drilled, and a ``{"type": "drill_result", ...}`` record on ``breaker-e
 ``breaker-events`` from the beginning, so all workers export the same
 numbers and a restarted worker gets them back. Results are counted once per ``drill_id``.
 
+With a signing keyring, only records a worker signed count (:mod:`streams.contract.internal_auth`):
+a forged ``drill_result`` written straight to the topic would hide the drill-overdue alert. So a
+result accepted by ``POST /v1/drills`` (operator token) is re-published by that worker, signed,
+for every worker; the CLI's own unsigned record then only counts without a keyring (or under
+``internal_auth: permissive``).
+
 Metrics: ``tripwire_drill_runs_total{result="pass"|"fail"}`` and
 ``tripwire_drill_last_success_timestamp_seconds`` (absent until a drill passed), which feed the
 ``TripwireDrillOverdue`` alert and a Grafana annotation.
@@ -26,6 +32,7 @@ from faust.web import Request, Response, View
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from breakers.operators import can
+from streams.contract.internal_auth import BREAKER_EVENTS, RecordAuth
 from streams.kafka.security import KafkaSecurity
 from streams.worker.context import AppContext
 
@@ -84,8 +91,12 @@ class DrillStats:
 RESULTS_PARTITION = 0
 
 
-async def follow_results(bootstrap: str, topic: str, stats: DrillStats, security: KafkaSecurity | None = None) -> None:
-    """Read drill_result records of ``topic`` from the beginning, forever (reconnects on errors)."""
+async def follow_results(bootstrap: str, topic: str, stats: DrillStats, security: KafkaSecurity | None = None,
+                         auth: RecordAuth | None = None) -> None:
+    """Read drill_result records of ``topic`` from the beginning, forever (reconnects on errors).
+
+    With ``auth`` (a keyring), records not signed by a worker are skipped and counted by ``auth``.
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
@@ -110,6 +121,8 @@ async def follow_results(bootstrap: str, topic: str, stats: DrillStats, security
                 for records in (await consumer.getmany(timeout_ms=1000, max_records=2000)).values():
                     for rec in records:
                         if rec.key != RESULT_KEY or not rec.value:
+                            continue
+                        if auth is not None and not auth.check(BREAKER_EVENTS, rec.key, rec.value, rec.headers)[0]:
                             continue
                         try:
                             doc = orjson.loads(rec.value)
@@ -136,7 +149,8 @@ def register(ctx: AppContext) -> None:
 
     @ctx.app.task
     async def read_drill_results() -> None:
-        await follow_results(ctx.settings.bootstrap, ctx.settings.topics.breaker_events, stats, ctx.settings.kafka)
+        await follow_results(ctx.settings.bootstrap, ctx.settings.topics.breaker_events, stats, ctx.settings.kafka,
+                             ctx.monitor.record_auth)
 
     @ctx.app.page("/v1/drills")
     class Drills(View):
@@ -165,8 +179,15 @@ def register(ctx: AppContext) -> None:
             if not isinstance(doc, dict) or doc.get("result") not in RESULTS or not doc.get("drill_id"):
                 return self.json({"error": "need {drill_id, result: pass|fail, ...}"}, status=400)
             counted = stats.record(doc)
-            log.info("drill %s reported by %s: %s", str(doc.get("drill_id"))[:64], op.name, doc.get("result"))
+            log.info("drill %s reported by %s: %s", ascii(str(doc.get("drill_id"))[:64]), op.name,
+                     ascii(str(doc.get("result"))))
+            if counted and ctx.monitor.record_auth is not None and ctx.monitor.record_auth.enabled:
+                # with a keyring only signed records count: re-published signed (with who reported it) so every
+                # worker counts it; without one the CLI's own record on breaker-events already does
+                await ctx.events_topic.send(key=RESULT_KEY, partition=RESULTS_PARTITION,
+                                            value=orjson.dumps({**stats.recent[str(doc["drill_id"])],
+                                                                "type": "drill_result", "reported_by": op.name}))
             return self.json({"ok": True, "counted": counted, "runs": stats.runs})
 
 
-__all__ = ["DrillStats", "follow_results", "register", "RESULTS_PARTITION"]
+__all__ = ["RESULTS_PARTITION", "DrillStats", "follow_results", "register"]

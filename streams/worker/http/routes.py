@@ -62,10 +62,8 @@ def register(ctx: AppContext) -> None:
         async def get(self, request: Request) -> Response:
             h = request.headers
             doubled = [name for name in IDENTITY_HEADERS if len(h.getall(name, ())) > 1]
-            if doubled:  # which copy would a gateway have meant? refuse rather than guess
-                reason = f"duplicate {', '.join(doubled)} header"
-                return self.json({"allow": False, "reason": reason, "state": "invalid", "scope": None}, status=400,
-                                 headers={"X-Tripwire-Reason": reason, "X-Tripwire-State": "invalid"})
+            if doubled:  # which copy would a gateway have meant? refuse rather than guess (counted: bad_request)
+                return _reply(self, api.authz_bad_request(f"duplicate {', '.join(doubled)} header"))
             return _reply(self, await api.authz(h.get("X-Agent-Id"), h.get("X-Tool"), h.get("X-Tenant")))
 
         async def post(self, request: Request) -> Response:
@@ -84,6 +82,8 @@ def register(ctx: AppContext) -> None:
             return _reply(self, await api.list_breakers(request.headers.get("Authorization"),
                                                         request.query.get("state")))
 
+    # ``scope`` arrives percent-decoded ONCE by the router (aiohttp decodes the path, %2F too): the API
+    # takes it verbatim (no second unquote), so `tripwire breakers force-open 'agent:bot%41'` opens agent:bot%41.
     @app.page("/v1/breakers/{scope:.+}/{action:(force-open|reset|approve)}")
     class BreakerAction(View):
         async def post(self, request: Request, scope: str, action: str) -> Response:
