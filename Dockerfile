@@ -29,7 +29,7 @@ COPY pyproject.toml README.md* ./
 COPY streams/ streams/
 COPY breakers/ breakers/
 COPY detectors/ detectors/
-RUN /opt/venv/bin/pip install ".[rocksdb]" \
+RUN /opt/venv/bin/pip install ".[worker,rocksdb]" \
  && /opt/venv/bin/tripwire --version
 
 FROM ${PYTHON_IMAGE} AS runtime

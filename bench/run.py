@@ -12,6 +12,8 @@ baseline measured minutes apart on the same broker are what to compare.
    steady 5k events/s background load.
 5. memory: RSS while 200k distinct agent ids arrive in-process, one event each (bench/bench_memory.py;
    `make bench-memory` runs the 1M case, ~5 min).
+6. backtest: `tripwire backtest` on a generated file of 340 agents (fixed seed; 20k events, --backtest-events), in-process
+   and as the whole command, against the same-work loop of (1) (bench/bench_backtest.py).
 
 The last line is machine-readable: ``BENCH key=value ...``.
 """
@@ -291,6 +293,22 @@ def bench_memory(agents: int) -> dict[str, str]:
     return fields
 
 
+def bench_backtest(events: int) -> dict[str, str]:
+    """Backtest rate in-process and for the whole command (bench/bench_backtest.py); minutes on 300k events."""
+    say(f"[bench_backtest.py] python bench/bench_backtest.py --events {events}")
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_backtest.py"), "--events", str(events)],
+                         capture_output=True, text=True, cwd=str(ROOT), timeout=3600)
+    fields: dict[str, str] = {}
+    for line in res.stdout.splitlines():
+        if line.startswith("BENCH_BACKTEST "):
+            fields.update(kv.partition("=")[::2] for kv in line.split()[1:])
+        else:
+            say("  " + line)
+    if res.returncode != 0:
+        say(res.stderr[-2000:])
+    return fields
+
+
 def bench_otlp() -> dict[str, str]:
     """OTLP span mapping (three conventions) against the native trace-event decode, same run (bench/bench_otlp.py)."""
     return sub_bench("bench_otlp.py", "BENCH otlp_spans_per_s=", {"ratio": "otlp_ratio"})
@@ -432,10 +450,12 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200_000, help="events for the batched ingest run")
     ap.add_argument("--single", type=int, default=40_000, help="events for the one-event-per-message run")
     ap.add_argument("--skip", action="append", default=[],
-                    choices=["ingest", "detectors", "decision", "soak", "tls", "otlp", "memory"])
+                    choices=["ingest", "detectors", "decision", "soak", "tls", "otlp", "memory", "backtest"])
     ap.add_argument("--memory-agents", type=int, default=200_000,
                     help="distinct agent ids of the memory run (~1 min per 200k; `make bench-memory` runs 1M)")
     ap.add_argument("--tls-events", type=int, default=100_000, help="events for the TLS vs plaintext run")
+    ap.add_argument("--backtest-events", type=int, default=20_000,
+                    help="events of the generated backtest file (the issue #19 target file is 300000: minutes)")
     args = ap.parse_args()
     fields: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="tripwire-bench-") as tmpdir:
@@ -473,6 +493,14 @@ def main() -> None:
         fields.update(bench_otlp())
     if "memory" not in args.skip:
         fields.update(bench_memory(args.memory_agents))
+    if "backtest" not in args.skip:
+        bt = bench_backtest(args.backtest_events)
+        fields.update(bt)
+        loop = fields.get("same_work_loop_events_per_s")
+        if loop and bt.get("backtest_events_per_s"):
+            ratio = float(bt["backtest_events_per_s"]) / float(loop)
+            say(f"[backtest] in-process rate = {ratio:.2f} of the worker's same-work loop (ingest only, no evaluation)")
+            fields["backtest_vs_same_work_loop"] = f"{ratio:.2f}"
     print("BENCH " + " ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
 
 

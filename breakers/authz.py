@@ -43,6 +43,10 @@ from .state_table import BreakerStates, tenant_agent_scopes_of, tool_scopes_of
 _ALLOW_RANK = {CLOSED: 0, SHADOW: 1, ESCALATED: 2, HALF_OPEN: 3}
 
 
+#: readable ASCII for the symbols breaker reasons use (``breakers.evaluate``), for the HTTP header
+HEADER_ASCII = str.maketrans({"×": "x", "≥": ">=", "≤": "<=", "→": "->", "λ": "lambda", "−": "-", "…": "..."})
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     allow: bool
@@ -54,9 +58,14 @@ class Decision:
 
     @property
     def headers(self) -> dict[str, str]:
-        """``X-Tripwire-Reason`` / ``X-Tripwire-State`` for the HTTP answer (reason one line, ASCII-safe)."""
-        reason = self.reason.encode("ascii", "backslashreplace").decode("ascii").replace("\n", " ")[:300]
-        return {"X-Tripwire-Reason": reason, "X-Tripwire-State": self.state}
+        """``X-Tripwire-Reason`` / ``X-Tripwire-State`` for the HTTP answer (reason one line, ASCII-safe:
+        the symbols reasons use read as ASCII, anything else is backslash-escaped).
+
+        >>> Decision(False, 403, "burn 14.4× over 1h (>14.4); P(X≥3 | λ=0.1)", "open", None).headers["X-Tripwire-Reason"]
+        'burn 14.4x over 1h (>14.4); P(X>=3 | lambda=0.1)'
+        """
+        reason = self.reason.translate(HEADER_ASCII).encode("ascii", "backslashreplace").decode("ascii")
+        return {"X-Tripwire-Reason": reason.replace("\n", " ")[:300], "X-Tripwire-State": self.state}
 
 
 _CLOSED_OK = Decision(True, 200, "closed", "closed", None)

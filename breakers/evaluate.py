@@ -12,16 +12,27 @@ improbable at the objective: ``P(X >= k | lam) < poisson_alpha`` with ``lam = ob
 the minimum evidence holds on the long window (:mod:`detectors.poisson`). It is what lets a few
 critical incidents trip a scope whose volume is too low for the rate rule's ``min_calls``.
 
-``budget_remaining`` is ``1 - burn`` over the budget's LONGEST window (we have no 30-day
-counters; over that window it is exactly the share of the window's error budget left; it goes
-negative when overspent).
+``budget_remaining`` is the fraction of this PERIOD's budget still unspent, over the budget's
+declared ``period`` (default 30 d, read from the rolling counts' 30-day ring):
+
+* amount signals (``incident_count``, ``cost``): the objective is the amount per period, so
+  ``remaining = 1 - amount_in_period / objective``;
+* ratio signals: the period's budget is ``objective × the calls of the period``; the calls of a
+  period not yet fully observed are extrapolated from the observed span (``observed_s``: the oldest
+  counted bucket of the period to now, at that level's bucket width), so
+  ``remaining = 1 - burn_period × min(1, observed_s / period)``. Three days exactly at the objective
+  leave 90 % of a 30-day budget; 30 min at 1.67× leave 99.9 %. A reader without ``observed_s``
+  counts the whole period as observed (``1 - burn_period``: lower, the safe side).
+
+It goes negative when the period's budget is overspent. ``None`` when the rolling windows cannot
+serve the period (longer than their 30-day ring).
 
 Pure and cheap: one ``window_counts`` call per distinct (scope, window) per evaluation. The
 counter names, the Wilson bound and the window labels come from ``detectors`` (one owner each).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from detectors.durations import format_duration
@@ -77,12 +88,14 @@ class Verdict:
     action: str | None  # open | escalate | shadow when fired, else None
     severity: str | None  # page | ticket when fired
     burn_rates: dict[str, float]  # window label ('1h') → burn rate
-    budget_remaining: float | None  # over `remaining_window_s`
-    remaining_window_s: int | None
+    budget_remaining: float | None  # fraction of the period's budget unspent (see the module docstring)
+    remaining_window_s: int | None  # the budget period it is measured over
     evidence: dict[str, dict[str, float]]  # window label → counts
     reason: str
     rule: str | None = None  # e.g. '14.4x over 1h+5m'
     min_evidence_met: bool = False
+    #: per rule long window label: does the budget's minimum evidence hold there (what a rule needs to fire)
+    evidence_sufficient: dict[str, bool] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -131,6 +144,22 @@ def _tail(budget: Budget, counts: Mapping[str, float], window_s: int) -> tuple[f
     else:
         lam = objective * sum(float(counts.get(c, 0) or 0) for c in denom_keys)
     return k, lam, poisson_tail(k, lam)
+
+
+def _period_remaining(budget: Budget, counts: _Counts, reader: EvidenceReader, scope: str) -> float | None:
+    """Fraction of this period's budget still unspent (module docstring); None if the period cannot be read."""
+    period = int(budget.period)
+    try:
+        c = counts.get(period)
+    except ValueError:  # the rolling windows cannot serve this period
+        return None
+    burn = _burn(budget, c, period)
+    if budget.signal in AMOUNT_SIGNALS:
+        return 1.0 - burn
+    observed = getattr(reader, "observed_s", None)
+    span = observed(scope, period) if callable(observed) else None
+    share = 1.0 if span is None else min(1.0, max(0.0, float(span)) / period)
+    return 1.0 - burn * share
 
 
 def _p(x: float) -> str:
@@ -189,10 +218,12 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
     near_miss_reason = ""
     any_evidence = False
     tails: dict[int, tuple[float, float, float]] = {}
+    sufficient: dict[str, bool] = {}
     for rule in budget.windows:
         long_l = format_duration(rule.long)
         ok, why = _evidence_ok(budget, counts.get(rule.long))
         any_evidence = any_evidence or ok
+        sufficient[long_l] = ok
         if rule.poisson_alpha is not None:
             for w in (rule.long, rule.short):
                 if w is not None and w not in tails:
@@ -211,7 +242,7 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
                 best = (rank[0], rank[1], rule)
 
     longest = budget.longest_window
-    remaining = 1.0 - burns[format_duration(longest)]
+    remaining = _period_remaining(budget, counts, reader, scope)
     tally = _tally(budget, counts.get(longest), format_duration(longest))
     if best is None:
         top = max(burns.values(), default=0.0)
@@ -223,8 +254,8 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
         if near_miss_reason:
             what = "count improbable" if tails else "burn over threshold"
             reason = f"{label} {what} but minimum evidence not met: {near_miss_reason}; {tally}"
-        return Verdict(budget.name, scope, budget.signal, False, None, None, burns, remaining, longest,
-                       evidence, reason, None, any_evidence)
+        return Verdict(budget.name, scope, budget.signal, False, None, None, burns, remaining, budget.period,
+                       evidence, reason, None, any_evidence, sufficient)
 
     rule = best[2]
     long_l = format_duration(rule.long)
@@ -244,7 +275,7 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
         rule_s = f"{_fmt(rule.burn_rate)}x over {span}"
     text += f"; {_tally(budget, counts.get(rule.long), long_l)}"
     return Verdict(budget.name, scope, budget.signal, True, _rule_action(budget, rule), rule.severity, burns,
-                   remaining, longest, evidence, text, rule_s, True)
+                   remaining, budget.period, evidence, text, rule_s, True, sufficient)
 
 
 def _tally(budget: Budget, c: Mapping[str, float], window_label: str) -> str:

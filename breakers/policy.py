@@ -44,9 +44,11 @@ from pydantic import (
     model_validator,
 )
 
+from detectors.config import ReliabilityConfig
 from detectors.durations import format_duration, parse_duration  # noqa: F401 (format_duration: re-export)
 
 from .scope import Scope, ScopeError, ScopePattern, canonical_tool, input_scope, parse_scope
+from .shipped import DEFAULT_POLICY_RESOURCE, shipped_file
 
 Signal = Literal[
     "near_miss_rate",
@@ -202,6 +204,22 @@ class Approvals(_Strict):
         return self
 
 
+class ReliabilityPolicy(_Strict):
+    """How the reliability figures read the data (docs/metrics.md, section *Reliability*).
+
+    ``attempt_kind``: ``auto`` (the producer's ``attempt_kind``, else detected from the data),
+    ``retry`` or ``trial`` (overrides both for every agent). ``materiality``: MTBCE counts
+    incidents at or above this severity (and incidents without one). ``confidence``: cost of
+    confidence is the spend to be this sure a task has succeeded. ``retry_settle``: a retried
+    task with no success and no new attempt for this long (agent event time) was given up.
+    """
+
+    attempt_kind: Literal["auto", "retry", "trial"] = "auto"
+    materiality: Literal["low", "medium", "high", "critical"] = ReliabilityConfig.materiality  # type: ignore[assignment]
+    confidence: float = Field(default=ReliabilityConfig.confidence, gt=0.0, lt=1.0)
+    retry_settle: Duration = int(ReliabilityConfig.settle_s)
+
+
 class ToolNames(_Strict):
     """How tool names are spelled (:func:`breakers.scope.canonical_tool`, applied once to every input).
 
@@ -224,6 +242,7 @@ class Policy(_Strict):
     drill_prefix: str = Field(default="drill-", min_length=1)
     approvals: Approvals = Field(default_factory=Approvals)
     probe_timeout: Duration = 600
+    reliability: ReliabilityPolicy = Field(default_factory=ReliabilityPolicy)
     budgets: list[Budget] = Field(default_factory=list)
 
     _content_hash: str = PrivateAttr(default="")
@@ -463,4 +482,5 @@ def load_policy(path: str | Path) -> Policy:
     return parse_policy(p.read_text(encoding="utf-8"), str(p))
 
 
-DEFAULT_POLICY_PATH = Path(__file__).resolve().parent.parent / "deploy" / "policy" / "default.yaml"
+#: the shipped default policy: ``deploy/policy/default.yaml`` in a checkout, package data when installed
+DEFAULT_POLICY_PATH = shipped_file(*DEFAULT_POLICY_RESOURCE)

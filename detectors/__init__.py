@@ -31,7 +31,8 @@ Per agent
     ``AgentDrift(config: DriftConfig | None).update(ev) -> list[DriftReport]``
     (``DriftReport(detector, signal, before, after, ts, statistic, detail)``),
     ``AgentReliability(config: ReliabilityConfig | None).update(ev)`` with reads
-    ``pass_at_k(k)``, ``pass_hat_k(k)``, ``reliability()``, ``mtbce()``,
+    ``shape()`` (retry | trial), ``reliability_at_k(k)``, ``consistency_at_k(k)``,
+    ``pass_at_k(k)``, ``pass_hat_k(k)``, ``retry_curve(ks)``, ``reliability()``, ``mtbce()``,
     ``intervene_to_success()``, ``safe_refusal()``, ``cost_of_confidence()``, ``metrics()``.
 
 State

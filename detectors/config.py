@@ -124,18 +124,30 @@ class DriftConfig:
     tool_mix_min_jsd: float = 0.05
     tool_mix_ref_decay: float = 0.75
     max_tools: int = 64
+    #: task success (:mod:`detectors.success`): outcomes in the reference and recent windows, |z| to report
+    success_reference: int = 100
+    success_recent: int = 50
+    success_z: float = 4.0
 
 
 @dataclass(frozen=True, eq=False)
 class ReliabilityConfig:
-    """Settings of :class:`~detectors.reliability.AgentReliability`."""
+    """Settings of :class:`~detectors.reliability.AgentReliability`.
+
+    ``confidence``, ``materiality`` and ``settle_s`` are defaults of read-time
+    arguments (the worker passes the policy's ``reliability`` section instead).
+    """
 
     max_k: int = 4
     max_tasks: int = 4096
     hourly_rate_usd: float = 120.0
-    confidence: float = 0.995
+    #: cost of confidence: spend to be this sure a task has succeeded
+    confidence: float = 0.95
     interval_confidence: float = 0.95
-    idle_gap_s: float = 300.0
+    #: MTBCE counts incidents at or above this severity (and those with none)
+    materiality: str = "high"
+    #: a retried task without a success and no new attempt for this long (agent event time) was given up
+    settle_s: float = 900.0
     #: ``True``: spend comes only from ``task_outcome`` totals; ``False``
     #: (default): from every other event, ``task_outcome`` values ignored.
     task_totals: bool = False

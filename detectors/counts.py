@@ -390,6 +390,56 @@ class RollingCounts(Detector):
         v = self.window_vector(window_s, now)
         return {k: float(v[i]) for k, i in _KEY_POS}
 
+    def first_seen(self, window_s: float, now: float) -> Optional[float]:
+        """Start of the oldest non-empty bucket of the window ending at ``now`` (None: the window is empty).
+
+        Read from the finest level whose ring still holds every event of the window, so the answer is
+        exact to that level's bucket width (1 min for data of the last 5 min, 5 min within the last hour,
+        30 min within 6 h, 3 h within 3 d, else 1 d). When the window's own oldest bucket holds data, the
+        scope is at least as old as the window: ``now - window_s``. The budget period's elapsed share uses it.
+
+        >>> from detectors.testing import Ev
+        >>> rc = RollingCounts(); t0 = 1_700_000_000.0 - 1_700_000_000.0 % 86400
+        >>> _ = rc.add_event(Ev("tool_call", t0 + 30)); _ = rc.add_event(Ev("tool_call", t0 + 1800))
+        >>> rc.first_seen(30 * 86400, now=t0 + 1800) - t0      # 5-minute buckets hold both events
+        0.0
+        >>> _ = rc.add_event(Ev("tool_call", t0 + 5 * 86400 + 100))
+        >>> rc.first_seen(30 * 86400, now=t0 + 5 * 86400 + 100) - t0   # read from the 1-day ring
+        0.0
+        >>> rc.first_seen(86400, now=t0 + 5 * 86400 + 100) - (t0 + 5 * 86400)
+        60.0
+        >>> RollingCounts().first_seen(300, now=t0) is None
+        True
+        """
+        h0 = self._h0
+        if h0 is None:
+            return None
+        lay = self._lay
+        if now < self._wm:
+            now = self._wm
+        ev_pos = INT_KEYS.index("events")
+        total = self.window_vector(window_s, now)[ev_pos]
+        if total <= 0:
+            return None
+        start = now - window_s
+        head_events = self._i[(h0 % lay.L0) * NI + ev_pos]
+        for j in range(len(lay.g)):
+            g, n = lay.g[j], lay.n[j]
+            head = h0 if j == 0 else (h0 * lay.g0) // g
+            lo = max(int(start // g) + 1, head - n + 1)
+            if lo > head:
+                continue
+            ib = lay.ibase[j] + ev_pos
+            events = self._i[ib:ib + n * NI:NI]  # the events counter of every slot of the level
+            cols = [(c, events[c % n] + (head_events if j and c == head else 0)) for c in range(lo, head + 1)]
+            if sum(e for _, e in cols) >= total:
+                first = next(c for c, e in cols if e > 0)
+                wj, nb = lay.cfg.window_level(window_s)
+                if wj == j and first <= int(now // g) - nb + 1:
+                    return now - window_s  # data in the window's oldest bucket: the whole window is covered
+                return float(first * g)
+        return None
+
     def all_windows(self, now: float) -> dict[int, dict[str, float]]:
         """:meth:`window_counts` for every configured window and the budget period."""
         cfg = self._lay.cfg

@@ -12,6 +12,8 @@ signal              stream fed to ADWIN                                   ``befo
 ``cost_usd``        ``log(cost_usd + 1e-4)`` of ``tool_call``/``llm_call`` USD (geometric mean)
 ``tokens``          ``log(input + output tokens + 1)`` of ``llm_call``    tokens (geometric mean)
 ``tool_mix``        see :mod:`detectors.toolmix` (detector ``"jsd"``)      share of the most-moved tool
+``task_success``    see :mod:`detectors.success` (``"two_proportion_z"``) success rate of the reference /
+                    1 per ``task_outcome`` success, 0 per failure         recent window (0..1)
 =================== ===================================================== ==============================
 
 Near-miss indicator choice: flags are not linked back to calls here (no
@@ -49,10 +51,12 @@ from typing import Any, Mapping, Optional
 from detectors.adwin import Adwin
 from detectors.base import Detector, StateError
 from detectors.config import DriftConfig
+from detectors.success import SIGNAL as TASK_SUCCESS
+from detectors.success import SuccessDrift
 from detectors.toolmix import ToolMix
 from detectors.types import DriftReport
 
-__all__ = ["AgentDrift", "SIGNALS"]
+__all__ = ["AgentDrift", "LEVEL_SIGNALS", "SIGNALS", "TASK_SUCCESS"]
 
 #: signal -> log offset (``None`` = 0/1 indicator stream)
 SIGNALS: dict[str, Optional[float]] = {
@@ -64,18 +68,23 @@ SIGNALS: dict[str, Optional[float]] = {
     "tokens": 1.0,
 }
 
+#: every signal with a level (:meth:`AgentDrift.level`), in report order: what a model change compares
+LEVEL_SIGNALS: tuple[str, ...] = (*SIGNALS, TASK_SUCCESS)
+
 _log = math.log
 
 
 class AgentDrift(Detector):
     """All drift detectors of one agent. ``update(ev) -> list[DriftReport]``."""
 
-    __slots__ = ("_cfg", "_sig", "mix")
+    __slots__ = ("_cfg", "_sig", "mix", "success")
 
     def __init__(self, config: Optional[DriftConfig] = None) -> None:
-        self._cfg = config or DriftConfig()
+        self._cfg = c = config or DriftConfig()
         self._sig: dict[str, Adwin] = {}
-        self.mix = ToolMix(self._cfg)
+        self.mix = ToolMix(c)
+        #: created at the agent's first task outcome (most agents send none: no windows held for them)
+        self.success: Optional[SuccessDrift] = None
 
     def _new(self, name: str) -> Adwin:
         c = self._cfg
@@ -138,24 +147,54 @@ class AgentDrift(Detector):
             self._feed("near_miss_rate", 1.0, ts, out)
         elif kind == "refusal":
             self._feed("refusal_rate", 1.0, ts, out)
+        elif kind == "task_outcome":
+            sd = self.success
+            if sd is None:
+                c = self._cfg
+                sd = self.success = SuccessDrift(c.success_reference, c.success_recent, c.success_z)
+            r = sd.update(ev.outcome == "success", ts)
+            if r is not None:
+                out.append(r)
         return out
+
+    @property
+    def config(self) -> DriftConfig:
+        """The settings this detector runs with."""
+        return self._cfg
 
     def level(self, signal: str) -> Optional[float]:
         """Current level of a signal (same units as reports), ``None`` if never fed."""
         if signal == "tool_mix":
             return None
+        if signal == TASK_SUCCESS:
+            return self.success.level() if self.success is not None else None
         s = self._sig.get(signal)
         if s is None or s.width == 0:
             return None
         m = s.estimation
         return self._report(signal, m, m, 0.0).after
 
+    def levels(self) -> dict[str, float]:
+        """Every signal's current level that has one (see :meth:`level`), in :data:`LEVEL_SIGNALS` order."""
+        out: dict[str, float] = {}
+        for name in LEVEL_SIGNALS:
+            x = self.level(name)
+            if x is not None and math.isfinite(x):
+                out[name] = x
+        return out
+
     def to_state(self) -> dict[str, Any]:
-        """``{"v", "sig": {signal: {"ad": Adwin state, "cool": int}}, "mix": ToolMix state}``."""
+        """``{"v", "sig": {signal: {"ad": Adwin state, "cool": int}}, "mix": ToolMix state, "success": …}``.
+
+        ``success`` (:class:`~detectors.success.SuccessDrift`, ``None`` before the first task outcome) is
+        absent from older checkpoints (it then starts empty) and ignored by older code (no version bump:
+        both directions restore).
+        """
         return {
             "v": self.STATE_VERSION,
             "sig": {k: {"ad": s.to_state(), "cool": s.cool} for k, s in sorted(self._sig.items())},
             "mix": self.mix.to_state(),
+            "success": self.success.to_state() if self.success is not None else None,
         }
 
     @classmethod
@@ -174,4 +213,9 @@ class AgentDrift(Detector):
             except StateError:
                 self._new(k)
         self.mix = ToolMix.from_state(state["mix"], self._cfg)
+        if state.get("success") is not None:
+            try:
+                self.success = SuccessDrift.from_state(state["success"], self._cfg)
+            except StateError:
+                pass  # an unknown format: the task-success windows relearn
         return self

@@ -31,6 +31,7 @@ class Ev:
     outcome: Optional[str] = None
     task_id: Optional[str] = None
     attempt: Optional[int] = None
+    attempt_kind: Optional[str] = None
     intervened: Optional[bool] = None
     should_refuse: Optional[bool] = None
 

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
+RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
+RUNBOOK_RULES = "tripwire-runbooks.yml"
 SCHEMA_VERSION = 39
 DS = {"type": "prometheus", "uid": "${datasource}"}
 WINDOWS = ["5m", "30m", "1h", "6h", "1d", "3d"]
@@ -29,6 +32,16 @@ BREAKER_STATES = ["closed", "open", "half_open", "escalated", "forced_open", "sh
 # `scope=~"$tenant.*"` selects the scopes of one tenant, or every scope.
 TENANT_SCOPE = 'scope=~"${tenant}.*"'
 AGENT_SCOPE = 'scope=~"${tenant}agent:${agent}(/.*)?"'
+# Drill scopes (agent id with the policy's drill_prefix, "drill-") stay out of production panels.
+PROD_SCOPE = 'scope!~".*agent:drill-.*"'
+DRILL_SCOPE = 'scope=~".*agent:drill-.*"'
+# The published runbook (settings.DEFAULT_RUNBOOK_BASE_URL; a dashboard variable, override per Grafana).
+RUNBOOK_BASE = "https://github.com/tripwire/tripwire/blob/main/docs/runbooks.md"
+#: runbook section (docs/runbooks.md anchor) for a scope in each non-closed breaker state
+RUNBOOK_BY_STATE = {"open": "tripwirebreakeropen", "half_open": "tripwirebreakeropen",
+                    "escalated": "tripwirebreakerescalated", "forced_open": "tripwirebreakerforcedopen",
+                    "shadow": "tripwireburnrateticket"}
+AGENT_DETAIL_UID = "tripwire-agent"
 
 
 # ---------------------------------------------------------------- building blocks
@@ -159,6 +172,86 @@ def bargauge(title, tgts, unit="percentunit", description="", thresh=None, min_=
     }
 
 
+def with_agent(expr: str) -> str:
+    """``expr`` with an ``agent`` label taken from its ``scope`` (none for global and tool scopes)."""
+    return f'label_replace({expr}, "agent", "$1", "scope", "(?:.*/)?agent:([^/]+)(?:/.*)?")'
+
+
+def with_runbook(expr: str) -> str:
+    """``expr`` with a ``runbook`` label: the docs/runbooks.md section for its ``state``."""
+    for state, anchor in RUNBOOK_BY_STATE.items():
+        expr = f'label_replace({expr}, "runbook", "{anchor}", "state", "{state}")'
+    return expr
+
+
+def agent_link(field: str = "${__data.fields.agent}") -> dict:
+    return {"title": "Agent detail: " + field, "url": f"/d/{AGENT_DETAIL_UID}?var-agent={field}&${{__url_time_range}}",
+            "targetBlank": False}
+
+
+def runbook_link(anchor: str) -> dict:
+    return {"title": "Runbook", "url": "${runbook_base}#" + anchor, "targetBlank": True}
+
+
+def with_links(panel: dict, links: list[dict], field: str | None = None) -> dict:
+    """Data links on every field of ``panel`` (or on the field named ``field`` only)."""
+    if field is None:
+        panel["fieldConfig"]["defaults"]["links"] = links
+    else:
+        panel["fieldConfig"]["overrides"].append(
+            {"matcher": {"id": "byName", "options": field}, "properties": [{"id": "links", "value": links}]})
+    return panel
+
+
+def field_props(panel: dict, name: str, **props) -> dict:
+    """Per-column properties of a table (unit, custom.hidden, ...)."""
+    panel["fieldConfig"]["overrides"].append(
+        {"matcher": {"id": "byName", "options": name}, "properties": [{"id": k.replace("__", "."), "value": v}
+                                                                      for k, v in props.items()]})
+    return panel
+
+
+def not_closed_table(title: str, drill: bool | None, description: str, scope_sel: str = TENANT_SCOPE) -> dict:
+    """Every non-closed scope (production or drills) with budget, reason, evidence, since when, budget left,
+    and links to *Agent detail* and the runbook section: the first question at 3 a.m."""
+    sel = scope_sel if drill is None else f'drill="{"true" if drill else "false"}", {scope_sel}'
+    info = with_runbook(with_agent(f"max by (scope, state, budget, reason, evidence) (tripwire_breaker_state_info{{{sel}}})"))
+    since = f"max by (scope) (tripwire_breaker_state_since_timestamp_seconds{{{sel}}})"
+    left = (f"min by (scope) (tripwire_budget_remaining_ratio{{{scope_sel}}}) "
+            f"and on (scope) max by (scope) (tripwire_breaker_state_info{{{sel}}})")
+    tgts = [target(info, ref="A", instant=True, fmt="table"),
+            target(f"time() - {since}", ref="B", instant=True, fmt="table"),
+            target(f"{since} * 1000", ref="C", instant=True, fmt="table"),
+            target(left, ref="D", instant=True, fmt="table")]
+    p = table(title, tgts, description=description, hide=("Time", "Value #A"),
+              rename={"scope": "Scope", "state": "State", "budget": "Budget", "reason": "Reason",
+                      "evidence": "Evidence", "Value #B": "For", "Value #C": "Since", "Value #D": "Budget left"})
+    for name, unit in (("For", "s"), ("Since", "dateTimeAsIso"), ("Budget left", "percentunit")):
+        field_props(p, name, unit=unit)
+    for name in ("agent", "runbook"):
+        field_props(p, name, custom__hidden=True)
+    with_links(p, [agent_link(), runbook_link("${__data.fields.runbook}")], field="Scope")
+    with_links(p, [runbook_link("${__data.fields.runbook}")], field="State")
+    return p
+
+
+def alerts_table(title: str, drill: bool) -> dict:
+    """Firing alerts with their runbook link (ALERTS has no annotations: joined with the
+    ``tripwire:alert_runbook:info`` recording rules, one per alert, carrying its ``runbook_url``)."""
+    sel = f'alertstate="firing", service="tripwire", drill{"=" if drill else "!="}"true"'
+    expr = (f"max by (alertname, severity, scope, budget, runbook_url) (ALERTS{{{sel}}} "
+            f"* on (alertname) group_left (runbook_url) tripwire:alert_runbook:info)")
+    p = table(title, [target(expr, instant=True, fmt="table")],
+              description="Alerts of deploy/prometheus/rules currently firing; the Runbook column links to the "
+                          "section for the alert (runbook_url, base set by runbook_base_url).",
+              hide=("Time", "Value"), rename={"alertname": "Alert", "severity": "Severity", "scope": "Scope",
+                                              "budget": "Budget", "runbook_url": "Runbook"})
+    with_links(p, [{"title": "Runbook", "url": "${__data.fields.Runbook}", "targetBlank": True}], field="Runbook")
+    with_links(p, [agent_link("${__data.fields.agent}")], field="Scope")
+    p["targets"][0]["expr"] = with_agent(p["targets"][0]["expr"])
+    return p
+
+
 def row(title: str) -> dict:
     return {"type": "row", "title": title, "collapsed": False, "panels": []}
 
@@ -243,6 +336,13 @@ def var_tool() -> dict:
     return var_query("tool", "Tool", 'label_values(tripwire_near_miss_rate{agent=~"$agent"}, tool)', multi=True)
 
 
+def var_runbook_base() -> dict:
+    """Where docs/runbooks.md is published (the worker's ``runbook_base_url``): runbook links use it."""
+    return {"type": "textbox", "name": "runbook_base", "label": "Runbook base URL", "query": RUNBOOK_BASE,
+            "current": {"selected": False, "text": RUNBOOK_BASE, "value": RUNBOOK_BASE}, "hide": 2,
+            "options": [{"selected": True, "text": RUNBOOK_BASE, "value": RUNBOOK_BASE}]}
+
+
 def var_window(default="1h") -> dict:
     return {
         "type": "custom",
@@ -308,16 +408,23 @@ BUDGET_THRESH = thresholds(("red", None), ("orange", 0.1), ("yellow", 0.25), ("g
 
 
 def breaker_count(states: str) -> str:
-    return f'sum(tripwire_breaker_state{{state=~"{states}", {TENANT_SCOPE}}}) or vector(0)'
+    return f'sum(tripwire_breaker_state{{state=~"{states}", {TENANT_SCOPE}, {PROD_SCOPE}}}) or vector(0)'
 
 
 def oncall_overview() -> dict:
+    scope_links = [agent_link("${__field.labels.agent}")]
     items = [
-        (row("Breakers"), 24, 1),
-        (stat("Open", targets(breaker_count("open")), description="Scopes whose breaker is open (tool tokens revoked).",
+        (row("Who is cut off, why, since when (production)"), 24, 1),
+        (not_closed_table("Breakers not closed (production)", drill=False,
+                          description="Every production scope whose breaker is not closed: the budget that moved it, "
+                                      "the reason and key evidence, since when and for how long, the lowest budget "
+                                      "left. Click a scope for Agent detail or its runbook section. Drill scopes are "
+                                      "in the Drills row. CLI: `tripwire breakers show <scope>`."), 24, 9),
+        (alerts_table("Firing alerts (production)", drill=False), 24, 6),
+        (stat("Open", targets(breaker_count("open")), description="Production scopes whose breaker is open (tool tokens revoked).",
               thresh=thresholds(("green", None), ("red", 1)), color_mode="background"), 4, 4),
         (stat("Escalated (awaiting approval)", targets(breaker_count("escalated")),
-              description="Scopes waiting for a human to approve consequential tool use.",
+              description="Production scopes waiting for a human to approve consequential tool use.",
               thresh=thresholds(("green", None), ("orange", 1)), color_mode="background"), 4, 4),
         (stat("Forced open (kill switch)", targets(breaker_count("forced_open")),
               thresh=thresholds(("green", None), ("purple", 1)), color_mode="background"), 4, 4),
@@ -329,42 +436,48 @@ def oncall_overview() -> dict:
               description="TripwireDrillOverdue fires after 7 days (or when no drill result exists).",
               thresh=thresholds(("green", None), ("orange", 5 * 86400), ("red", 7 * 86400)),
               color_mode="background"), 4, 4),
-        (table("Breakers not closed",
-               [target(f'max by (scope, state) (tripwire_breaker_state{{state!="closed", {TENANT_SCOPE}}}) == 1',
-                       instant=True, fmt="table")],
-               description="Current non-closed breakers. Details: `tripwire breakers show <scope>`.",
-               rename={"scope": "Scope", "state": "State"}), 12, 9),
-        (table("Firing tripwire alerts",
-               [target('ALERTS{alertstate="firing", service="tripwire"}', instant=True, fmt="table")],
-               description="Alerts of deploy/prometheus/rules currently firing (needs the rules loaded in Prometheus).",
-               hide=("Time", "Value", "__name__", "alertstate", "service", "job")), 12, 9),
         (timeseries("Breaker transitions",
                     targets((f"sum by (to) (increase(tripwire_breaker_transitions_total[{RATE}]))", "to {{to}}")),
                     bars=True, stack=True), 12, 7),
+        (with_links(timeseries("Denied gateway calls by scope (production)",
+                               targets((with_agent(f"topk(10, sum by (scope) (increase(tripwire_authz_denied_total"
+                                                   f"{{{TENANT_SCOPE}, {PROD_SCOPE}}}[{RATE}])))"), "{{scope}}")),
+                               bars=True, stack=True,
+                               description="GET /v1/authz calls each scope's breaker denied (top 10)."),
+                    scope_links), 12, 7),
+        (row("Drills"), 24, 1),
+        (not_closed_table("Drill breakers not closed", drill=True, scope_sel=DRILL_SCOPE,
+                          description="Scopes of drill agents (`tripwire drill`): expected to open and close during a "
+                                      "drill; never counted in the production panels. Tenant filter does not "
+                                      "apply."), 12, 7),
+        (alerts_table("Firing drill alerts", drill=True), 12, 7),
         (timeseries("Drill runs", targets((f"sum by (result) (increase(tripwire_drill_runs_total[{RATE}]))", "{{result}}")),
-                    bars=True, stack=True), 12, 7),
-        (row("Budgets"), 24, 1),
+                    bars=True, stack=True), 24, 6),
+        (row("Budgets (production)"), 24, 1),
         (timeseries("Budget burn-down (lowest remaining per budget)",
-                    targets((f"min by (budget) (tripwire_budget_remaining_ratio{{{TENANT_SCOPE}}})", "{{budget}}")),
+                    targets((f"min by (budget) (tripwire_budget_remaining_ratio{{{TENANT_SCOPE}, {PROD_SCOPE}}})", "{{budget}}")),
                     unit="percentunit", max_=1, thresh=BUDGET_THRESH,
-                    description="Share of each risk budget left, worst scope per budget. 0 = exhausted."), 12, 8),
-        (bargauge("Lowest budget remaining by scope",
-                  [target(f"bottomk(10, min by (budget, scope) (tripwire_budget_remaining_ratio{{{TENANT_SCOPE}}}))",
-                          "{{budget}} · {{scope}}", instant=True)],
-                  thresh=BUDGET_THRESH, max_=1), 12, 8),
-        (timeseries("Highest burn rates ($window)",
-                    targets((f'topk(10, max by (budget, scope) (tripwire_burn_rate{{window="$window", {TENANT_SCOPE}}}))',
-                             "{{budget}} · {{scope}}")),
-                    unit="x", thresh=BURN_THRESH,
-                    description="Burn rate 1 = on track to use exactly the budget. Page thresholds: 14.4 (1h & 5m), 6 (6h & 30m)."),
-         24, 8),
+                    description="Share of each risk budget left, worst production scope per budget. 0 = exhausted."), 12, 8),
+        (with_links(bargauge("Lowest budget remaining by scope",
+                             [target(with_agent(f"bottomk(10, min by (budget, scope) (tripwire_budget_remaining_ratio"
+                                                f"{{{TENANT_SCOPE}, {PROD_SCOPE}}}))"),
+                                     "{{budget}} · {{scope}}", instant=True)],
+                             thresh=BUDGET_THRESH, max_=1), scope_links), 12, 8),
+        (with_links(timeseries("Highest burn rates ($window)",
+                               targets((with_agent(f'topk(10, max by (budget, scope) (tripwire_burn_rate{{window="$window", '
+                                                   f'{TENANT_SCOPE}, {PROD_SCOPE}}}))'),
+                                        "{{budget}} · {{scope}}")),
+                               unit="x", thresh=BURN_THRESH,
+                               description="Burn rate 1 = on track to use exactly the budget. Page thresholds: 14.4 (1h & 5m), 6 (6h & 30m)."),
+                    scope_links), 24, 8),
         (row("Near-misses"), 24, 1),
-        (timeseries("Near-miss rate by agent ($window, all tools)",
-                    targets(('max by (agent) (tripwire_near_miss_rate{agent=~"$agent", agent!="*", tool="*", window="$window"})',
-                             "{{agent}}")),
-                    unit="percentunit", min_=0,
-                    description="monitor_flag events per tool_call, per agent (tool=\"*\" aggregate). Tenant filter does not apply."),
-         12, 8),
+        (with_links(timeseries("Near-miss rate by agent ($window, all tools)",
+                               targets(('max by (agent) (tripwire_near_miss_rate{agent=~"$agent", agent!="*", agent!~"drill-.*", '
+                                        'tool="*", window="$window"})', "{{agent}}")),
+                               unit="percentunit", min_=0,
+                               description="monitor_flag events per tool_call, per production agent (tool=\"*\" "
+                                           "aggregate). Tenant filter does not apply."),
+                    [agent_link("${__field.labels.agent}")]), 12, 8),
         (timeseries("Global near-miss ratio (from event counters)",
                     targets(("tripwire:near_miss:ratio_rate5m", "5m"), ("tripwire:near_miss:ratio_rate1h", "1h"),
                             ("tripwire:near_miss:ratio_rate1d", "1d")),
@@ -382,8 +495,8 @@ def oncall_overview() -> dict:
     ]
     return dashboard(
         "tripwire-oncall", "tripwire / On-call overview",
-        "Breaker states, budgets, near-misses and pipeline health at a glance.",
-        layout(items), [var_datasource(), var_tenant(), var_agent(), var_tool(), var_window()],
+        "Who is cut off, why, since when and what to do; then budgets, near-misses and pipeline health.",
+        layout(items), [var_datasource(), var_tenant(), var_agent(), var_tool(), var_window(), var_runbook_base()],
     )
 
 
@@ -430,28 +543,31 @@ def agent_detail() -> dict:
                     targets((f"max by (budget, window) (tripwire_burn_rate{{{AGENT_SCOPE}}})", "{{budget}} {{window}}")),
                     unit="x", thresh=BURN_THRESH,
                     description="Scopes of the agent (agent:<id> and agent:<id>/tool:<name>)."), 12, 8),
-        (timeseries("Budget remaining",
-                    targets((f"min by (budget, scope) (tripwire_budget_remaining_ratio{{{AGENT_SCOPE}}})", "{{budget}} · {{scope}}")),
-                    unit="percentunit", max_=1, thresh=BUDGET_THRESH), 12, 8),
-        (table("Breaker states of the agent's scopes",
-               [target(f"max by (scope, state) (tripwire_breaker_state{{{AGENT_SCOPE}}}) == 1", instant=True, fmt="table")],
-               rename={"scope": "Scope", "state": "State"}), 24, 6),
+        (with_links(timeseries("Budget remaining",
+                               targets((f"min by (budget, scope) (tripwire_budget_remaining_ratio{{{AGENT_SCOPE}}})",
+                                        "{{budget}} · {{scope}}")),
+                               unit="percentunit", max_=1, thresh=BUDGET_THRESH),
+                    [runbook_link("tripwireburnratepage")]), 12, 8),
+        (not_closed_table("Breakers not closed of the agent's scopes", drill=None, scope_sel=AGENT_SCOPE,
+                          description="The agent's scopes whose breaker is not closed (a closed scope has no row): "
+                                      "budget, reason, evidence, since when; the State links to the runbook."), 24, 6),
         (row("Reliability"), 24, 1),
         (timeseries("Reliability@K (pass@k)",
                     targets(('tripwire_reliability_at_k{agent=~"$agent"}', "{{agent}} k={{k}}")),
                     unit="percentunit", min_=0, max_=1,
-                    description="Share of tasks completed within K attempts."), 12, 8),
+                    description="Reliability@K by the agent's attempt shape (label shape). retry: tasks whose first success is at attempt <= K / tasks whose outcome within K is known (in-flight tasks left out). trial: unbiased pass@k over tasks with >= K trials. Formulas: docs/metrics.md, Reliability."), 12, 8),
         (timeseries("Consistency@K (pass^k)",
                     targets(('tripwire_consistency_at_k{agent=~"$agent"}', "{{agent}} k={{k}}")),
                     unit="percentunit", min_=0, max_=1,
-                    description="Share of tasks where all K attempts succeed."), 12, 8),
+                    description="Consistency pass^k: chance that K independent trials of a task all succeed, mean of C(c,K)/C(n,K). Trial-shaped agents only (retries stop at the first success: no series)."), 12, 8),
         (stat("MTBCE", targets(('tripwire_mtbce_seconds{agent=~"$agent"}', "{{agent}}")), unit="s",
-              description="Mean time between consequential errors (incidents)."), 6, 5),
+              description="MTBCE: clock time observed (latest - first event) / incidents at or above the policy's materiality severity (default high; no severity counts). +Inf (no material incident yet): see tripwire_mtbce_seconds_lower for the 95% lower bound."), 6, 5),
         (stat("Intervene-to-success", targets(('tripwire_intervene_to_success_ratio{agent=~"$agent"}', "{{agent}}")),
               unit="percentunit", thresh=thresholds(("green", None), ("orange", 0.2), ("red", 0.5)),
-              description="Share of successful tasks that needed a monitor or human intervention."), 6, 5),
+              description="Intervene-to-success: successful task outcomes with intervened=true / successful task outcomes (share of successes that needed a monitor or human)."), 6, 5),
         (stat("Cost of confidence", targets(('tripwire_cost_of_confidence_usd{agent=~"$agent"}', "{{agent}}")),
-              unit="currencyUSD"), 6, 5),
+              unit="currencyUSD",
+              description="Cost of confidence: spend to be X (policy reliability.confidence, default 95%) sure a task has succeeded = least K with Reliability@K >= X, times spend per attempt. +Inf: X is never reached by the observed attempts (tripwire_cost_of_confidence_undefined{reason=unreachable})."), 6, 5),
         (stat("Safe refusal precision / recall",
               targets(('tripwire_safe_refusal_precision{agent=~"$agent"}', "{{agent}} precision"),
                       ('tripwire_safe_refusal_recall{agent=~"$agent"}', "{{agent}} recall")),
@@ -468,13 +584,15 @@ def agent_detail() -> dict:
                          "properties": [{"id": "unit", "value": "s"}]},
                         {"matcher": {"id": "byRegexp", "options": ".*cost of confidence$"},
                          "properties": [{"id": "unit", "value": "currencyUSD"}, {"id": "custom.axisPlacement", "value": "right"}]},
-                    ]), 12, 8),
+                    ],
+                    description='MTBCE in seconds (left axis) and cost of confidence in USD (right axis); definitions in docs/metrics.md, Reliability. +Inf values are not drawn.'), 12, 8),
     ]
     return dashboard(
         "tripwire-agent", "tripwire / Agent detail",
         "One agent: near-miss rate and interval, burn rates, breakers, drift and reliability metrics.",
         layout(items),
-        [var_datasource(), var_tenant(), var_agent(multi=False, include_all=False), var_tool(), var_window()],
+        [var_datasource(), var_tenant(), var_agent(multi=False, include_all=False), var_tool(), var_window(),
+         var_runbook_base()],
         annotations=[drift_annotation], time_from="now-24h",
     )
 
@@ -549,6 +667,40 @@ DASHBOARDS = {
 }
 
 
+_ALERT = re.compile(r"^\s*-\s*alert:\s*[\"']?([A-Za-z_][\w]*)")
+_RUNBOOK = re.compile(r"^\s*runbook_url:\s*[\"']?([^\"'\s]+)")
+
+
+def alert_runbooks(rules_dir: Path = RULES_DIR) -> dict[str, str]:
+    """{alertname: runbook_url} of every alert rule in ``rules_dir`` (the runbook file itself excluded)."""
+    out: dict[str, str] = {}
+    for path in sorted(rules_dir.glob("*.yml")):
+        if path.name == RUNBOOK_RULES:
+            continue
+        alert = None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if m := _ALERT.match(line):
+                alert = m.group(1)
+            elif (m := _RUNBOOK.match(line)) and alert:
+                out[alert] = m.group(1)
+                alert = None
+    return out
+
+
+def runbook_rules(rules_dir: Path = RULES_DIR) -> str:
+    """A Prometheus rule file with one ``tripwire:alert_runbook:info`` series per alert (value 1, labels
+    ``alertname`` and ``runbook_url``): ``ALERTS`` carries no annotations, so the on-call dashboard joins
+    ``ALERTS * on (alertname) group_left (runbook_url) tripwire:alert_runbook:info``. JSON strings are YAML."""
+    lines = ["# Generated by grafana/build_dashboards.py from the alert rules of this directory: do not edit.",
+             "# One series per alert carrying its runbook_url, for the on-call dashboard's alert tables",
+             "# (ALERTS has no annotations). `tripwire rules` rebases runbook_url like the alert rules.",
+             "groups:", "  - name: tripwire-runbooks", "    rules:"]
+    for alert, url in sorted(alert_runbooks(rules_dir).items()):
+        lines += ["      - record: tripwire:alert_runbook:info", "        expr: vector(1)", "        labels:",
+                  f"          alertname: {json.dumps(alert)}", f"          runbook_url: {json.dumps(url)}"]
+    return "\n".join(lines) + "\n"
+
+
 def render(build) -> str:
     return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
 
@@ -564,8 +716,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     args = ap.parse_args(argv)
     stale = []
-    for name, text in build_all().items():
-        path = args.out / name
+    outputs = {args.out / name: text for name, text in build_all().items()}
+    outputs[RULES_DIR / RUNBOOK_RULES] = runbook_rules()
+    for path, text in outputs.items():
+        name = path.name
         if args.check:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
                 stale.append(name)

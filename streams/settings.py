@@ -21,11 +21,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+from streams.contract.files import DEFAULT_POLICY_PATH
 from streams.engine.tuning import EngineTuning
 from streams.kafka.security import KafkaSecurity
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_POLICY = REPO_ROOT / "deploy" / "policy" / "default.yaml"
+#: the shipped default policy (``deploy/policy/default.yaml`` in a checkout, package data of a wheel)
+DEFAULT_POLICY = DEFAULT_POLICY_PATH
 
 
 class Topics(BaseModel):
@@ -119,6 +120,10 @@ class _DrillSLOEnv(PydanticBaseSettingsSource):
 _config_file: ContextVar[str | None] = ContextVar("tripwire_config_file", default=None)
 
 
+#: the published runbook page; alerts link ``#<alertname in lower case>`` (override: ``runbook_base_url``)
+DEFAULT_RUNBOOK_BASE_URL = "https://github.com/tripwire/tripwire/blob/main/docs/runbooks.md"
+
+
 class Settings(BaseSettings):
     """Effective worker configuration."""
 
@@ -148,6 +153,14 @@ class Settings(BaseSettings):
     dedupe_max_ids: int = Field(200_000, ge=1000, description="event ids remembered per partition")
     max_agents: int = Field(200, ge=1, description="distinct agent label values on /metrics before 'other'")
     max_tools: int = Field(200, ge=1, description="distinct tool label values on /metrics before 'other'")
+    metrics_tools_per_agent: int = Field(
+        3, ge=0, description="per-tool near-miss series on /metrics for each agent's this many tools with the most "
+        "near-misses (longest window); every agent always has its all-tools (tool=\"*\") series")
+    metrics_top_scopes: int = Field(
+        50, ge=0, description="agent x tool scopes with per-scope budget series on /metrics besides non-closed ones: "
+        "the this many with the highest burn rate (agent, tool and global scopes are always exported)")
+    metrics_max_denied_scopes: int = Field(
+        1000, ge=1, description="distinct scope label values of tripwire_authz_denied_total before 'other'")
     lateness_s: float = Field(300.0, ge=0, description="events this late still land in their window bucket")
     max_future_skew_s: float = Field(
         300.0, ge=0, description="events dated more than this past the worker's wall clock go to the DLQ as "
@@ -223,6 +236,9 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     alertmanager_url: str | None = Field(None, description="Alertmanager base URL for escalation pages")
+    runbook_base_url: str = Field(DEFAULT_RUNBOOK_BASE_URL, description="where docs/runbooks.md is published: every "
+                                  "alert's runbook_url is this + '#<alertname in lower case>' (the worker's "
+                                  "Alertmanager posts and `tripwire rules`)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     uvloop: bool = Field(True, description="run the worker on uvloop when it is installed")
     drill_slo: DrillSLO = Field(default_factory=DrillSLO, description="step SLOs of `tripwire drill` (seconds)")

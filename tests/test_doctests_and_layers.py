@@ -34,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
                     "streams.kafka", "streams.emitter"},
     "streams.cli": {"breakers", "detectors", "streams", "streams.settings", "streams.contract", "streams.engine",
                     "streams.kafka", "streams.ops", "streams.worker"},
+    "streams.console": {"streams.cli"},  # the console script: the CLI, or a one-line missing-extra hint
 }
 
 #: third-party packages that only some parts may import (everything else may use any dependency)

@@ -2,7 +2,10 @@
 
 ``breakers`` is an HTTP client of a worker's API (``--api``, env ``TRIPWIRE_API``, default
 http://127.0.0.1:6066). The bearer token comes from ``--token``, env ``TRIPWIRE_TOKEN`` or
-``.tripwire/admin.token`` (written by ``tripwire up``); it is sent, never printed.
+``<data dir>/admin.token`` (written by ``tripwire up``; the data dir is ``--data-dir``, else the
+``data_dir`` setting: ``TRIPWIRE_DATA_DIR`` or the config file, else ``.tripwire``); it is sent,
+never printed. Group options are accepted after the subcommand too (``breakers list --api URL``),
+and every command that prints data takes ``--json [FILE]``. Tables fold long ids, never cut them.
 ``incidents`` reads the ``breaker-events`` audit topic from the beginning and rebuilds the
 incidents (``streams.ops.incidents``).
 
@@ -12,17 +15,15 @@ Every error (API unreachable, 401/403/409/…) is one clear line on stderr and e
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
 
 import click
-import httpx
 
 from breakers.state_machine import STATES
-from streams.cli.options import DEFAULT_API, setting_option
+from streams.cli.options import DEFAULT_API, console, emit_json, json_option, printable, shared_option
 from streams.settings import DEFAULTS
 
 TOKEN_FILE = DEFAULTS.data_dir / "admin.token"
@@ -65,6 +66,8 @@ class ApiClient:
 
     def request(self, method: str, path: str, what: str, body: dict[str, Any] | None = None,
                 params: dict[str, str] | None = None) -> dict[str, Any]:
+        import httpx  # lazy: ~0.1-0.7 s of import that commands without the API (backtest, policy) never pay
+
         url = f"{self.base}{path}"
         try:
             r = httpx.request(method, url, headers=self._headers(), json=body, params=params, timeout=self.timeout)
@@ -90,9 +93,18 @@ class ApiClient:
         _fail(f"{r.status_code} from {url}: {err}")
 
 
+def token_file_of(data_dir: Path | None) -> Path:
+    """``admin.token`` in ``data_dir``, else in the ``data_dir`` setting (``TRIPWIRE_DATA_DIR``, config file)."""
+    if data_dir is None:
+        from streams.cli.options import cli_settings
+
+        data_dir = Path(cli_settings().data_dir)
+    return Path(data_dir) / "admin.token"
+
+
 def _client(ctx: click.Context) -> ApiClient:
     obj = ctx.obj
-    return ApiClient(obj["api"], find_token(obj["token"]))
+    return ApiClient(obj["api"], find_token(obj.get("token"), token_file_of(obj.get("data_dir"))))
 
 
 def scope_path(scope: str, action: str | None = None) -> str:
@@ -107,6 +119,13 @@ def _iso(ts: float | None) -> str:
     if not ts:
         return "-"
     return _dt.datetime.fromtimestamp(float(ts), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _short_time(ts: float | None) -> str:
+    """``MM-DD HH:MM:SS`` in UTC (the JSON output has the full timestamp)."""
+    if not ts:
+        return "-"
+    return _dt.datetime.fromtimestamp(float(ts), _dt.timezone.utc).strftime("%m-%d %H:%M:%S")
 
 
 def _age(seconds: float | None) -> str:
@@ -124,31 +143,18 @@ def _age(seconds: float | None) -> str:
 
 
 def key_evidence(evidence: dict[str, Any]) -> str:
-    """A one-line digest of a breaker's evidence: burn rates and the counts of the longest window."""
-    parts: list[str] = []
-    burns = evidence.get("burn_rates") or {}
-    if burns:
-        parts.append("burn " + ", ".join(f"{w} {float(b):.1f}x" for w, b in burns.items()))
-    counts = evidence.get("counts") or {}
-    if counts:
-        window, c = list(counts.items())[-1]
-        bits = [f"{k.replace('_', ' ')} {float(c[k]):g}" for k in
-                ("tool_calls", "near_misses", "incidents_critical", "errors") if float(c.get(k) or 0)]
-        if bits:
-            parts.append(f"{window}: " + ", ".join(bits))
-    if "previous" in evidence:
-        parts.append(f"was {evidence['previous']}")
-    return "; ".join(parts) or "-"
+    """A one-line digest of a breaker's evidence (the same digest /metrics and the dashboards show)."""
+    from streams.engine.readouts import evidence_digest
+
+    return evidence_digest(evidence)
 
 
 def _console() -> Any:
-    from rich.console import Console
-
-    return Console(soft_wrap=False, width=max(100, int(os.environ.get("COLUMNS", "0") or 0)))
+    return console()
 
 
-def _echo_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
+def _echo_json(doc: Any, target: str | None = "-") -> None:
+    emit_json(doc, target)
 
 
 def _state_text(state: str) -> str:
@@ -156,56 +162,97 @@ def _state_text(state: str) -> str:
     return f"[{style}]{state}[/{style}]"
 
 
+def breakers_table(doc: dict[str, Any]) -> Any:
+    """The ``breakers list`` table of a ``GET /v1/breakers`` answer: every cell folds, none is cut."""
+    from rich.table import Table
+
+    items = doc.get("breakers", [])
+    # expand + ratios: rich gives the terminal's width to the folding columns (min widths would crop the table)
+    table = Table(title=f"tripwire breakers ({len(items)}; policy {doc.get('policy_version', '?')})", expand=True)
+    table.add_column("scope", overflow="fold", ratio=3)
+    table.add_column("state", no_wrap=True)
+    table.add_column("since (UTC)", no_wrap=True)
+    table.add_column("age", no_wrap=True)
+    table.add_column("budget", overflow="fold", ratio=1)
+    table.add_column("reason", overflow="fold", ratio=3)
+    table.add_column("key evidence", overflow="fold", ratio=2)
+    for b in items:
+        table.add_row(printable(b["scope"]), _state_text(b["state"]), _short_time(b.get("since")), _age(b.get("age_s")),
+                      printable(b.get("budget") or "-"), printable(b.get("reason") or ""),
+                      key_evidence(b.get("evidence") or {}))
+    return table
+
+
+def incidents_table(rows: list[dict[str, Any]], topic: str) -> Any:
+    """The ``incidents list`` table: ids and scopes fold, never cut."""
+    from rich.table import Table
+
+    table = Table(title=f"incidents in {topic} ({len(rows)})", expand=True)
+    table.add_column("id", overflow="fold", ratio=2)
+    table.add_column("scope", overflow="fold", ratio=3)
+    table.add_column("opened (UTC)", no_wrap=True)
+    table.add_column("state", overflow="fold", ratio=1)
+    table.add_column("trigger", overflow="fold", ratio=4)
+    for r in rows:
+        state = r["state"] if r["state"] == "resolved" else f"open ({r['now']})"
+        table.add_row(r["id"], printable(r["scope"]), _short_time(r["opened_at"]), state, printable(r["trigger"]))
+    return table
+
+
 # ------------------------------------------------------------------ breakers
+def api_options(group: bool) -> Any:
+    """``--api``, ``--token`` and ``--data-dir`` (where ``admin.token`` is looked for), on the group and
+    on each subcommand (:func:`streams.cli.options.shared_option`)."""
+
+    def deco(f: Any) -> Any:
+        f = shared_option("--data-dir", group=group, type=click.Path(file_okay=False, path_type=Path),
+                          help="Data directory of `tripwire up` holding admin.token (else the data_dir setting, "
+                          "TRIPWIRE_DATA_DIR).")(f)
+        f = shared_option("--token", group=group, default=None, help="Operator bearer token (else env "
+                          "TRIPWIRE_TOKEN, else admin.token in the data directory, written by `tripwire up`).")(f)
+        return shared_option("--api", group=group, envvar="TRIPWIRE_API", show_envvar=True, default=DEFAULT_API,
+                             show_default=True, help="Worker API base URL.")(f)
+
+    return deco
+
+
 @click.group()
-@click.option("--api", envvar="TRIPWIRE_API", show_envvar=True, default=DEFAULT_API, show_default=True,
-              help="Worker API base URL.")
-@click.option("--token", default=None, help="Operator bearer token (else env TRIPWIRE_TOKEN, else "
-              ".tripwire/admin.token written by `tripwire up`).")
-@click.pass_context
-def breakers(ctx: click.Context, api: str, token: str | None) -> None:
+@api_options(group=True)
+def breakers() -> None:
     """Show breakers and act on them (force-open, reset, approve) through the worker API."""
-    ctx.obj = {"api": api, "token": token}
 
 
 @breakers.command("list")
 @click.option("--state", type=click.Choice(STATES),
               help="Only breakers in this state.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
+@api_options(group=False)
 @click.pass_context
-def breakers_list(ctx: click.Context, state: str | None, as_json: bool) -> None:
+def breakers_list(ctx: click.Context, state: str | None, json_out: str | None) -> None:
     """Every recorded breaker (enforcing ones first)."""
     doc = _client(ctx).request("GET", "/v1/breakers", "list", params={"state": state} if state else None)
-    if as_json:
-        _echo_json(doc)
-        return
-    from rich.table import Table
-
-    items = doc.get("breakers", [])
-    table = Table(title=f"tripwire breakers ({len(items)}; policy {doc.get('policy_version', '?')})")
-    for col in ("scope", "state", "since", "age", "budget"):
-        table.add_column(col, no_wrap=True)
-    for col in ("reason", "key evidence"):
-        table.add_column(col, overflow="fold")
-    for b in items:
-        table.add_row(b["scope"], _state_text(b["state"]), _iso(b.get("since")), _age(b.get("age_s")),
-                      b.get("budget") or "-", (b.get("reason") or "")[:160], key_evidence(b.get("evidence") or {}))
+    if json_out is not None:
+        _echo_json(doc, json_out)
+        if json_out == "-":
+            return
     console = _console()
-    console.print(table)
+    console.print(breakers_table(doc))
     if not doc.get("known", True):
         console.print("[yellow]warning: the worker has not finished reading breaker-state yet[/yellow]")
 
 
 @breakers.command("show")
 @click.argument("scope")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
+@api_options(group=False)
 @click.pass_context
-def breakers_show(ctx: click.Context, scope: str, as_json: bool) -> None:
+def breakers_show(ctx: click.Context, scope: str, json_out: str | None) -> None:
     """One breaker: state, reason, evidence and the latest verdict of each budget."""
     doc = _client(ctx).request("GET", scope_path(scope), "show")
-    if as_json:
-        _echo_json(doc)
-        return
+    if json_out is not None:
+        _echo_json(doc, json_out)
+        if json_out == "-":
+            return
     from rich.table import Table
 
     console = _console()
@@ -232,37 +279,40 @@ def breakers_show(ctx: click.Context, scope: str, as_json: bool) -> None:
         console.print(table)
 
 
-def _act(ctx: click.Context, action: str, scope: str, reason: str, as_json: bool, **extra: Any) -> None:
+def _act(ctx: click.Context, action: str, scope: str, reason: str, json_out: str | None, **extra: Any) -> None:
     doc = _client(ctx).request("POST", scope_path(scope, action), action, body={"reason": reason, **extra})
-    if as_json:
-        _echo_json(doc)
-        return
+    if json_out is not None:
+        _echo_json(doc, json_out)
+        if json_out == "-":
+            return
     b = doc.get("breaker", {})
     click.echo(f"{action} {b.get('scope', scope)}: now {b.get('state', '?')} (by {doc.get('actor', '?')}: {reason})")
 
 
 _reason = click.option("--reason", required=True, help="Why (recorded in the breaker-events audit log).")
-_json = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+_json = json_option()
 
 
 @breakers.command("force-open")
 @click.argument("scope")
 @_reason
 @_json
+@api_options(group=False)
 @click.pass_context
-def breakers_force_open(ctx: click.Context, scope: str, reason: str, as_json: bool) -> None:
+def breakers_force_open(ctx: click.Context, scope: str, reason: str, json_out: str | None) -> None:
     """Kill switch: deny every call of SCOPE until an operator resets it."""
-    _act(ctx, "force-open", scope, reason, as_json)
+    _act(ctx, "force-open", scope, reason, json_out)
 
 
 @breakers.command("reset")
 @click.argument("scope")
 @_reason
 @_json
+@api_options(group=False)
 @click.pass_context
-def breakers_reset(ctx: click.Context, scope: str, reason: str, as_json: bool) -> None:
+def breakers_reset(ctx: click.Context, scope: str, reason: str, json_out: str | None) -> None:
     """Close SCOPE now (clears back-off, probes and approvals)."""
-    _act(ctx, "reset", scope, reason, as_json)
+    _act(ctx, "reset", scope, reason, json_out)
 
 
 @breakers.command("approve")
@@ -270,8 +320,9 @@ def breakers_reset(ctx: click.Context, scope: str, reason: str, as_json: bool) -
 @_reason
 @click.option("--ttl", default=None, help="How long the approval lasts, e.g. 30m or 2h (default: policy's).")
 @_json
+@api_options(group=False)
 @click.pass_context
-def breakers_approve(ctx: click.Context, scope: str, reason: str, ttl: str | None, as_json: bool) -> None:
+def breakers_approve(ctx: click.Context, scope: str, reason: str, ttl: str | None, json_out: str | None) -> None:
     """Allow the consequential tools of an escalated SCOPE for a while."""
     extra: dict[str, Any] = {}
     if ttl is not None:
@@ -281,18 +332,35 @@ def breakers_approve(ctx: click.Context, scope: str, reason: str, ttl: str | Non
             extra["ttl_s"] = parse_duration(ttl)
         except (ValueError, TypeError) as exc:
             raise click.BadParameter(f"{ttl!r} is not a duration like 30m or 2h ({exc})", param_hint="--ttl")
-    _act(ctx, "approve", scope, reason, as_json, **extra)
+    _act(ctx, "approve", scope, reason, json_out, **extra)
 
 
 # ------------------------------------------------------------------ incidents
+def kafka_options(topic_setting: str, topic_help: str) -> Any:
+    """``--broker``, ``--topic`` and ``--timeout`` of a topic-reading group, accepted after its subcommands too."""
+
+    def options(group: bool) -> Any:
+        def deco(f: Any) -> Any:
+            f = shared_option("--timeout", group=group, type=float, default=15.0, show_default=True,
+                              help="Seconds to wait for the broker / topic.")(f)
+            topic_kw: dict[str, Any] = {"setting": topic_setting} if group else {}
+            f = shared_option("--topic", group=group, help=topic_help, **topic_kw)(f)
+            broker_kw: dict[str, Any] = {"setting": "broker"} if group else {}
+            return shared_option("--broker", group=group, help="Kafka bootstrap URL; TLS/SASL from "
+                                 "TRIPWIRE_KAFKA__*.", **broker_kw)(f)
+
+        return deco
+
+    return options
+
+
+incident_options = kafka_options("topics.breaker_events", "The audit topic.")
+
+
 @click.group()
-@setting_option("--broker", setting="broker", help="Kafka bootstrap URL; TLS/SASL from TRIPWIRE_KAFKA__*.")
-@setting_option("--topic", setting="topics.breaker_events", help="The audit topic.")
-@click.option("--timeout", default=15.0, show_default=True, help="Seconds to wait for the broker / topic.")
-@click.pass_context
-def incidents(ctx: click.Context, broker: str | None, topic: str | None, timeout: float) -> None:
+@incident_options(group=True)
+def incidents() -> None:
     """Incidents rebuilt from the breaker-events audit log."""
-    ctx.obj = {"broker": broker, "topic": topic, "timeout": timeout}
 
 
 def _load(ctx: click.Context) -> Any:
@@ -312,42 +380,38 @@ def _load(ctx: click.Context) -> Any:
 @incidents.command("list")
 @click.option("--open", "only_open", is_flag=True, help="Unresolved incidents only.")
 @_json
+@incident_options(group=False)
 @click.pass_context
-def incidents_list(ctx: click.Context, only_open: bool, as_json: bool) -> None:
+def incidents_list(ctx: click.Context, only_open: bool, json_out: str | None) -> None:
     """Every incident: id, scope, opened, state, trigger."""
     from streams.ops.incidents import summary_row
 
     log = _load(ctx)
     rows = [summary_row(i) for i in log.incidents if not only_open or i.state == "open"]
-    if as_json:
-        _echo_json({"incidents": rows, "records": log.records, "skipped": log.skipped})
-        return
-    from rich.table import Table
-
-    table = Table(title=f"incidents in {ctx.obj['topic']} ({len(rows)})")
-    for col in ("id", "scope", "opened", "state"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("trigger", overflow="fold")
-    for r in rows:
-        state = r["state"] if r["state"] == "resolved" else f"open ({r['now']})"
-        table.add_row(r["id"], r["scope"], _iso(r["opened_at"]), state, r["trigger"][:200])
-    _console().print(table)
+    if json_out is not None:
+        _echo_json({"incidents": rows, "records": log.records, "skipped": log.skipped}, json_out)
+        if json_out == "-":
+            return
+    _console().print(incidents_table(rows, ctx.obj["topic"]))
 
 
 @incidents.command("show")
 @click.argument("ident", metavar="ID")
 @click.option("--markdown", is_flag=True, help="Post-mortem skeleton in Markdown.")
 @_json
+@incident_options(group=False)
 @click.pass_context
-def incidents_show(ctx: click.Context, ident: str, markdown: bool, as_json: bool) -> None:
+def incidents_show(ctx: click.Context, ident: str, markdown: bool, json_out: str | None) -> None:
     """One incident: trigger, evidence, timeline, operator actions, resolution."""
     inc = _load(ctx).find(ident)
     if inc is None:
         _fail(f"no incident {ident!r} in {ctx.obj['topic']} (see `tripwire incidents list`)")
+    if json_out is not None:
+        _echo_json(inc.to_dict(), json_out)
+        if json_out == "-":
+            return
     if markdown:
         click.echo(inc.to_markdown(), nl=False)
-    elif as_json:
-        _echo_json(inc.to_dict())
     else:
         from rich.markdown import Markdown
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from streams.cli.options import DEFAULT_API, setting_option
+from streams.cli.options import DEFAULT_API, emit_json, json_option, setting_option
 from streams.settings import DEFAULTS
 
 # ---------------------------------------------------------------------------------- embedded stack
@@ -216,8 +216,8 @@ def restart_broker_hooks(stack: EmbeddedStack, outage_s: float = 5.0, ready_slo_
 @setting_option("--alertmanager", setting="alertmanager_url", show_default=False,
                 help="Alertmanager base URL; without it the alert steps are SKIPPED.")
 @click.option("--token", help="Operator token for the reset (else env TRIPWIRE_TOKEN, else .tripwire/admin.token).")
-@click.option("--token-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULTS.data_dir,
-              show_default=True, help="Where admin.token is looked for.")
+@click.option("--token-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where admin.token is looked for (default: the data_dir setting, TRIPWIRE_DATA_DIR, .tripwire).")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("drill-reports"),
               show_default=True)
 @click.option("--slo-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -235,12 +235,12 @@ def restart_broker_hooks(stack: EmbeddedStack, outage_s: float = 5.0, ready_slo_
               "agent's owner after the spike; the drill must pass through the survivor.")
 @click.option("--restart-broker", is_flag=True, help="Chaos (needs --embedded): once the breaker acts, kill the "
               "memory-only embedded broker and start it again; authz must keep denying and the workers recover.")
-@click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of the table.")
+@json_option("The JSON result to FILE, or to stdout instead of the table when no FILE is given.")
 def drill(scope: str | None, profile: str, broker: str | None, api: str, alertmanager: str | None,
-          token: str | None, token_dir: Path, report_dir: Path, slo_file: Path | None, slo_open: float | None,
+          token: str | None, token_dir: Path | None, report_dir: Path, slo_file: Path | None, slo_open: float | None,
           slo_deny: float | None, slo_alert: float | None, slo_recovery: float | None, grace: float | None,
           traces_topic: str | None, state_topic: str | None, events_topic: str | None, embedded: bool,
-          kill_worker: bool, restart_broker: bool, as_json: bool) -> None:
+          kill_worker: bool, restart_broker: bool, json_out: str | None) -> None:
     """Run a circuit-breaker drill and report PASS/FAIL per step (exit 1 on any FAIL)."""
     from rich.console import Console
 
@@ -250,6 +250,7 @@ def drill(scope: str | None, profile: str, broker: str | None, api: str, alertma
     from streams.ops.drill import Drill, DrillConfig, DrillError, find_token, report_result
     from streams.settings import DrillSLO
 
+    as_json = json_out == "-"
     console = Console(stderr=as_json)
     if kill_worker and not embedded:
         raise click.UsageError("--kill-worker needs --embedded (the drill must own the worker processes)")
@@ -281,9 +282,9 @@ def drill(scope: str | None, profile: str, broker: str | None, api: str, alertma
         elif restart_broker:
             hooks = restart_broker_hooks(stack)
     else:
-        token = find_token(token, dict(os.environ), token_dir)
         chosen = {"traces": traces_topic, "breaker_state": state_topic, "breaker_events": events_topic}
         settings = cli_settings(broker=broker, topics={k: v for k, v in chosen.items() if v} or None)
+        token = find_token(token, dict(os.environ), token_dir if token_dir is not None else Path(settings.data_dir))
         bootstrap, topics, security = settings.bootstrap, settings.topics, kafka_security(settings)
         if settings.drill_key_id:  # the worker attests drill traffic only when signed with the drill key
             signing = {"signing_key_id": settings.drill_key_id,
@@ -296,7 +297,7 @@ def drill(scope: str | None, profile: str, broker: str | None, api: str, alertma
             def on_step(step: Any) -> None:
                 colour = {"PASS": "green", "FAIL": "red"}.get(step.status, "yellow")
                 took = "" if step.seconds is None else f" {step.seconds:.2f}s"
-                console.print(f"  [{colour}]{step.status:7}[/] {step.name}{took}  [dim]{step.detail[:120]}[/dim]")
+                console.print(f"  [{colour}]{step.status:7}[/] {step.name}{took}  [dim]{step.detail}[/dim]")
 
             try:
                 runner = Drill(config, on_step=on_step, on_phase=lambda p: status.update(p), hooks=hooks)
@@ -313,9 +314,9 @@ def drill(scope: str | None, profile: str, broker: str | None, api: str, alertma
         if stack is not None:
             stack.stop()
     js, md = drill_report.write(result, report_dir)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
-    else:
+    if json_out is not None:
+        emit_json(result.to_dict(), json_out)
+    if not as_json:
         console.print(drill_report.table(result))
         console.print(f"reports: {js}  {md}")
         if not result.passed:
@@ -326,38 +327,34 @@ def drill(scope: str | None, profile: str, broker: str | None, api: str, alertma
 # ---------------------------------------------------------------------------------- backtest
 
 @click.command("backtest")
-@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--policy", "policy_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Policy YAML to test (default deploy/policy/default.yaml).")
 @click.option("--traces", "traces_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Recorded trace events, JSONL (one event or batch per line).")
 @click.option("--step", "step_s", default=10.0, show_default=True, help="Evaluate every N seconds of event time.")
 @click.option("--label-burn", type=float, help="An agent is unsafe when its whole-file weighted near-miss burn "
               "reaches this multiple of the objective (default: the smallest paging burn rate of the policy).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON report here ('-' = stdout).")
+@json_option("Write the JSON report to FILE, or to stdout (instead of the table) when no FILE is given ('-' too).")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False, path_type=Path), help="Write a Markdown report here.")
 def backtest(policy_file: Path | None, traces_file: Path, step_s: float, label_burn: float | None,
-             json_out: Path | None, md_out: Path | None) -> None:
+             json_out: str | None, md_out: Path | None) -> None:
     """Replay recorded traces through decode, detectors and breakers in event time (no broker)."""
     from rich.console import Console
 
-    from breakers.policy import PolicyInvalid, load_policy
+    from streams.cli.errors import load_cli_policy
     from streams.ops.backtest import backtest as run_backtest
     from streams.ops.backtest import markdown, table
     from streams.settings import DEFAULT_POLICY
 
-    path = policy_file or DEFAULT_POLICY
-    try:
-        pol = load_policy(path)
-    except (PolicyInvalid, ValueError, OSError) as exc:
-        raise click.ClickException(f"invalid policy {path}: {exc}") from None
+    pol = load_cli_policy(policy_file or DEFAULT_POLICY, "--policy" if policy_file else "the shipped default")
     report = run_backtest(pol, traces_file, step_s=step_s, label_burn=label_burn)
     doc = report.to_dict()
     if json_out is not None and str(json_out) == "-":
-        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        emit_json(doc, json_out)
         return
     Console().print(table(report))
     if json_out is not None:
-        json_out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        emit_json(doc, json_out)
     if md_out is not None:
         md_out.write_text(markdown(report), encoding="utf-8")
 

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from streams import __version__
-from streams.cli.options import BROKER_HELP, cli_settings, kafka_security, setting_option
+from streams.cli.errors import load_cli_policy, policy_origin
+from streams.cli.options import BROKER_HELP, cli_settings, emit_json, json_option, kafka_security, setting_option
 from streams.ops.devstack import DEV_PARTITIONS
 from streams.ops.traffic import DEFAULT_FIRST_BAD_AFTER_S, DEFAULT_RATE, DEFAULT_SEED
 from streams.settings import DEFAULTS
@@ -24,6 +26,9 @@ def main() -> None:
     Start here: `tripwire up` runs everything locally (embedded broker, worker,
     synthetic agents). Production workers run `tripwire worker --broker kafka://…`.
     """
+    from streams.cli.errors import warn_unknown_env
+
+    warn_unknown_env()  # misspelt TRIPWIRE_* variables, with a did-you-mean (once per process)
 
 
 @main.command()
@@ -39,7 +44,7 @@ def main() -> None:
 @setting_option("--data-dir", setting="data_dir", type=click.Path(file_okay=False, path_type=Path),
                 help="Broker log, worker log and state.")
 @click.option("--partitions", default=DEV_PARTITIONS, show_default=True, help="Partitions of each topic.")
-@click.option("--config", type=click.Path(exists=True, dir_okay=False),
+@click.option("--config", type=click.Path(dir_okay=False),
               help="YAML config file.")
 def up(broker_port: int, web_port: int | None, traffic_file: Path | None, no_traffic: bool, rate: float,
        first_bad_after: float, data_dir: Path | None, partitions: int, config: str | None) -> None:
@@ -47,6 +52,14 @@ def up(broker_port: int, web_port: int | None, traffic_file: Path | None, no_tra
     from streams.ops.up import run_up
 
     settings = cli_settings(config=config, web_port=web_port, data_dir=data_dir, partitions=partitions)
+    load_cli_policy(settings.policy_file, policy_origin(settings, False, config))  # before anything starts
+    from streams.cli.errors import ConfigProblem
+    from streams.ops.up import PortBusy, check_ports
+
+    try:
+        check_ports(settings, broker_port)
+    except PortBusy as exc:
+        raise ConfigProblem(str(exc)) from None
     sys.exit(run_up(settings, broker_port, traffic=not no_traffic, traffic_file=traffic_file, rate=rate,
                     first_bad_after_s=first_bad_after, config=config))
 
@@ -58,11 +71,11 @@ def up(broker_port: int, web_port: int | None, traffic_file: Path | None, no_tra
 @setting_option("--data-dir", setting="data_dir", type=click.Path(file_okay=False, path_type=Path),
                 help="Local table state.")
 @setting_option("--policy", "policy_file", setting="policy_file",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Risk-budget policy YAML.")
+                type=click.Path(dir_okay=False, path_type=Path), help="Risk-budget policy YAML.")
 @setting_option("--partitions", setting="partitions", type=int, help="Partitions for topics tripwire creates.")
 @click.option("--no-create-topics", is_flag=True, help="Do not create missing topics (managed clusters).")
 @setting_option("--log-level", setting="log_level", type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--config", type=click.Path(exists=True, dir_okay=False),
+@click.option("--config", type=click.Path(dir_okay=False),
               help="YAML config file.")
 def worker(broker: str | None, web_host: str | None, web_port: int | None, data_dir: Path | None,
            policy_file: Path | None, partitions: int | None, no_create_topics: bool,
@@ -75,6 +88,8 @@ def worker(broker: str | None, web_host: str | None, web_port: int | None, data_
 
     settings = cli_settings(config=config, broker=broker, web_host=web_host, web_port=web_port, data_dir=data_dir,
                          policy_file=policy_file, partitions=partitions, log_level=log_level)
+    from_flag = click.get_current_context().get_parameter_source("policy_file") == ParameterSource.COMMANDLINE
+    load_cli_policy(settings.policy_file, policy_origin(settings, from_flag, config))
     try:
         settings.kafka.ssl_context  # noqa: B018 - load the CA and client certificate once, up front
     except KafkaSecurityError as exc:
@@ -95,40 +110,84 @@ def worker(broker: str | None, web_host: str | None, web_port: int | None, data_
         raise click.ClickException(connect_error(settings.bootstrap, settings.kafka, exc)) from None
 
 
+#: refused events listed one per line before the summary (the JSON report has up to MAX_PROBLEMS)
+SHOW_PROBLEMS = 20
+
+
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @setting_option("--broker", setting="broker", help=BROKER_HELP)
 @setting_option("--topic", setting="topics.traces", help="The trace topic.")
-@click.option("--rebase-time", is_flag=True, help="Shift timestamps so the first event happens now.")
+@click.option("--rebase-time", is_flag=True, help="Shift timestamps to now (as fast as possible: the newest event "
+              "happens now; with --speed: the first, paced).")
 @click.option("--speed", default=0.0, show_default=True,
               help="Time compression with pacing (60 = an hour in a minute); 0 = as fast as possible.")
 @click.option("--batch", default=1, show_default=True, help="Group up to N consecutive events of an agent per message.")
 @click.option("--limit", type=int, help="Send at most N lines.")
+@click.option("--skip-invalid", is_flag=True, help="Send the events the worker accepts and skip the ones it would "
+              "dead-letter (without it, any such event refuses the whole file: nothing is sent, exit 1).")
+@click.option("--send-invalid", is_flag=True, help="Send the events the worker would dead-letter too (to exercise "
+              "the dead-letter path; see `tripwire dlq`).")
+@json_option()
 def replay(file: Path, broker: str | None, topic: str | None, rebase_time: bool, speed: float, batch: int,
-           limit: int | None) -> None:
-    """Send the trace events of a JSONL FILE to the trace topic."""
+           limit: int | None, skip_invalid: bool, send_invalid: bool, json_out: str | None) -> None:
+    """Send the trace events of a JSONL FILE to the trace topic.
+
+    Every line is first judged by the worker's own decoder and schema (and its ts_future rule):
+    if the worker would dead-letter any event, nothing is sent and each one is listed (exit 1),
+    unless --skip-invalid or --send-invalid says what to do with them.
+    """
+    from streams.cli.options import printable
+    from streams.ops.replay import replay_file, validate_file
+
+    if skip_invalid and send_invalid:
+        raise click.UsageError("--skip-invalid and --send-invalid exclude each other")
+    settings = cli_settings(broker=broker, topics={"traces": topic} if topic else None)
+    topic = settings.topics.traces
+    check = validate_file(file, max_bytes=settings.max_message_bytes, limit=limit, rebase=rebase_time,
+                          max_future_skew_s=settings.max_future_skew_s)
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(check.by_reason.items()))
+    if not check.ok and not (skip_invalid or send_invalid):
+        for problem in check.problems[:SHOW_PROBLEMS]:
+            click.echo(f"{file}:{printable(str(problem))}", err=True)
+        if len(check.problems) > SHOW_PROBLEMS:
+            click.echo(f"… and {check.refused_events - SHOW_PROBLEMS} more", err=True)
+        if json_out is not None:
+            emit_json({"file": str(file), "sent": False, "validation": check.to_dict()}, json_out)
+        click.echo(f"refused: the worker would dead-letter {check.refused_events} of "
+                   f"{check.events + check.refused_events} events, on {check.refused_lines} of {check.lines} lines "
+                   f"({reasons}); nothing sent. Fix the file, or pass --skip-invalid to send the other "
+                   f"{check.events} (--send-invalid sends them all)", err=True)
+        sys.exit(1)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from streams.kafka.producer import BrokerUnreachable, TraceProducer
-    from streams.ops.replay import replay_file
 
-    settings = cli_settings(broker=broker, topics={"traces": topic} if topic else None)
-    topic = settings.topics.traces
-    total = sum(1 for line in file.open("rb") if line.strip())
-    if limit is not None:
-        total = min(total, limit)
     try:
         producer = TraceProducer(settings.bootstrap, topic, security=kafka_security(settings))
     except BrokerUnreachable as exc:
         raise click.ClickException(str(exc)) from None
+    to_stdout = json_out == "-"
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), transient=False) as progress:
-        task = progress.add_task(f"replaying {file.name}", total=total)
+                  TimeElapsedColumn(), transient=False, disable=to_stdout) as progress:
+        task = progress.add_task(f"replaying {file.name}", total=check.lines)
         stats = replay_file(file, producer, rebase=rebase_time, speed=speed, batch=max(1, batch), limit=limit,
+                            invalid="send" if send_invalid else "skip", validation=check,
+                            max_bytes=settings.max_message_bytes, max_future_skew_s=settings.max_future_skew_s,
                             on_progress=lambda n: progress.update(task, completed=n))
     producer.close()
-    click.echo(f"sent {stats.events} events ({stats.raw} unparseable lines) in {stats.messages} messages "
-               f"to {topic} in {stats.seconds:.1f}s")
+    if json_out is not None:
+        emit_json({"file": str(file), "sent": True, "topic": topic, **stats.to_dict()}, json_out)
+    if to_stdout:
+        return
+    line = f"sent {stats.events} events in {stats.messages} messages to {topic} in {stats.seconds:.1f}s"
+    if stats.skipped:
+        line += f"; skipped {stats.skipped} the worker would dead-letter ({reasons})"
+    if stats.sent_invalid:
+        line += f"; {check.refused_events} of them the worker will dead-letter ({reasons}; see `tripwire dlq`)"
+    if check.duplicates:
+        line += f"; {check.duplicates} repeat an earlier event_id (the worker counts them once)"
+    click.echo(line)
 
 
 @main.command()
@@ -171,20 +230,20 @@ def policy() -> None:
 
 @policy.command("check")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def policy_check(file: Path, as_json: bool) -> None:
+@json_option()
+def policy_check(file: Path, json_out: str | None) -> None:
     """Validate a policy FILE; errors name their location (path and line:column)."""
     from breakers.policy import check_policy_text, load_policy
 
     errors = check_policy_text(file.read_text(encoding="utf-8"), str(file))
-    if as_json:
-        click.echo(json.dumps({"file": str(file), "ok": not errors, "errors": [e.to_dict() for e in errors]}, indent=2))
-    elif errors:
+    if json_out is not None:
+        emit_json({"file": str(file), "ok": not errors, "errors": [e.to_dict() for e in errors]}, json_out)
+    if errors and json_out != "-":
         for err in errors:
             click.echo(str(err), err=True)
     if errors:
         sys.exit(1)
-    if not as_json:
+    if json_out != "-":
         pol = load_policy(file)
         click.echo(f"{file}: OK (version {pol.policy_version}, {len(pol.budgets)} budgets)")
 
@@ -213,10 +272,11 @@ def _redact(value: Any, key: str = "") -> Any:
 
 
 @config.command("show")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="YAML config file.")
-def config_show(config_file: str | None) -> None:
-    """Print the effective settings (flags aside) with secrets redacted, as YAML."""
+@json_option()
+def config_show(config_file: str | None, json_out: str | None) -> None:
+    """Print the effective settings (flags aside) with secrets redacted, as YAML (or JSON)."""
     import yaml
 
     settings = cli_settings(config=config_file)
@@ -225,6 +285,10 @@ def config_show(config_file: str | None) -> None:
     for name, value in data.items():
         if name == "signing_keys":
             dumped[name] = {k: "**********" for k in value}
+    if json_out is not None:
+        emit_json(dumped, json_out)
+        if json_out == "-":
+            return
     click.echo(yaml.safe_dump(dumped, sort_keys=False))
 
 
@@ -236,11 +300,24 @@ def token() -> None:
 @token.command("new")
 @click.option("--name", required=True, help="Who holds the token (shows in the audit log).")
 @click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
-def token_new(name: str, role: str) -> None:
+@json_option("JSON ({token, entry}) to FILE (created 0600: it holds the token), or to stdout when no FILE is given.")
+def token_new(name: str, role: str, json_out: str | None) -> None:
     """Generate a token; prints it once and the config entry with its hash."""
     from breakers.operators import generate_token, hash_token
 
     secret = generate_token()
+    if json_out is not None:
+        doc = {"token": secret, "entry": {"name": name, "role": role, "token_sha256": hash_token(secret)}}
+        if json_out == "-":
+            emit_json(doc, json_out)
+            return
+        import os
+
+        fd = os.open(json_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(doc, indent=2) + "\n")
+        click.echo(f"token and config entry written to {json_out} (mode 0600); the token is not stored anywhere else")
+        return
     click.echo(f"token (give it to {name}; it is not stored anywhere): {secret}")
     click.echo("config entry (operators:):")
     click.echo(json.dumps({"name": name, "role": role, "token_sha256": hash_token(secret)}))

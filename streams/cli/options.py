@@ -27,17 +27,23 @@ DEFAULT_API = DEFAULTS.web_url
 
 
 def cli_settings(**overrides: Any) -> Any:
-    """``load_settings`` for a command (``config=`` names the YAML file; None overrides are ignored);
-    an invalid configuration is one clear error."""
+    """``load_settings`` for a command (``config=`` names the YAML file; None overrides are ignored).
+
+    Every mistake is one line with its place and the fix, exit status 2 (:mod:`streams.cli.errors`):
+    a missing or unparseable config file, a bad value (named by flag, variable or file:line); unknown
+    ``TRIPWIRE_*`` variables are warned about once, with a did-you-mean."""
     from pydantic import ValidationError
 
+    from streams.cli.errors import check_config_file, settings_problem, warn_unknown_env
     from streams.settings import load_settings
 
     config = overrides.pop("config", None)
+    warn_unknown_env()
+    check_config_file(config)
     try:
         return load_settings(config, **overrides)
     except ValidationError as exc:
-        raise click.ClickException(f"invalid configuration:\n{exc}") from None
+        raise settings_problem(exc, config, {k: v for k, v in overrides.items() if v is not None}) from None
 
 
 def kafka_security(settings: Any = None) -> Any:
@@ -82,3 +88,63 @@ def setting_option(*decls: str, setting: str, **kwargs: Any) -> Callable[[Any], 
     kwargs.setdefault("show_default", True)
     return click.option(*decls, cls=SettingOption, setting=setting, envvar=env_name(setting), show_envvar=True,
                         default=None, **kwargs)
+
+
+def json_option(help: str = "Machine-readable output: JSON to FILE, or to stdout when no FILE is given "
+                "(put --json last or write --json=FILE when a FILE argument follows).") -> Callable[[Any], Any]:
+    """``--json [FILE]``: the value is ``None`` (not given), ``"-"`` (stdout) or a path."""
+    return click.option("--json", "json_out", is_flag=False, flag_value="-", default=None, metavar="[FILE]",
+                        help=help)
+
+
+def emit_json(doc: Any, target: str | None) -> None:
+    """Write ``doc`` as JSON to stdout (``target`` None or ``"-"``) or to the file ``target``."""
+    import json
+    from pathlib import Path
+
+    text = json.dumps(doc, indent=2, sort_keys=True, default=str)
+    if target is None or str(target) == "-":
+        click.echo(text)
+    else:
+        Path(target).write_text(text + "\n", encoding="utf-8")
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-ASCII or control character escaped (attacker-controlled strings on a terminal).
+
+    >>> printable("a\\x1b[2Jb ×")
+    'a\\\\x1b[2Jb \\\\xd7'
+    """
+    return ascii(text)[1:-1]
+
+
+def shared_option(*decls: str, group: bool, **kwargs: Any) -> Callable[[Any], Any]:
+    """An option of a command group that each of its subcommands accepts too, so both
+    ``tripwire breakers --api URL list`` and ``tripwire breakers list --api URL`` work.
+
+    The value lands in ``ctx.obj[<name>]``; the group's copy (``group=True``) resolves defaults
+    and environment variables, a subcommand's copy only overrides when given explicitly."""
+
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        obj = ctx.ensure_object(dict)
+        if group or (value is not None and value != ()):
+            obj[param.name] = value
+        return value
+
+    if not group:
+        for k in ("setting", "cls", "envvar", "show_envvar", "show_default"):
+            kwargs.pop(k, None)
+        kwargs["default"] = None
+        kwargs["help"] = (kwargs.get("help") or "") + " (also accepted before the subcommand)"
+        return click.option(*decls, callback=store, expose_value=False, **kwargs)
+    if "setting" in kwargs:
+        return setting_option(*decls, callback=store, expose_value=False, **kwargs)
+    return click.option(*decls, callback=store, expose_value=False, **kwargs)
+
+
+def console(stderr: bool = False) -> Any:
+    """A rich console sized to the real terminal (rich asks the terminal; piped output keeps rich's
+    default): tables fold long cells instead of truncating them."""
+    from rich.console import Console
+
+    return Console(stderr=stderr)

@@ -155,6 +155,9 @@ class TraceEvent(BaseModel):
     session_id: Text | None = None
     task_id: Text | None = None
     attempt: Annotated[int, Field(ge=1)] | None = None
+    #: ``retry`` (attempts stop at the first success) | ``trial`` (repeated independent trials):
+    #: how Reliability@K reads ``attempt``; absent = detected from the data (docs/contract.md)
+    attempt_kind: Literal["retry", "trial"] | None = None
     tool: ToolName | None = None
     tool_call_id: Text | None = None
     model: Text | None = None

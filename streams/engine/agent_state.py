@@ -16,6 +16,7 @@ import orjson
 from detectors import AgentDrift, AgentReliability, RollingCounts
 from detectors.base import StateError
 from detectors.config import CountsConfig
+from detectors.models import ModelTracker
 
 
 def _lag(value: Any) -> float:
@@ -62,6 +63,8 @@ class AgentState:
     tools: dict[str, RollingCounts] = field(default_factory=dict)
     drift: AgentDrift = field(default_factory=AgentDrift)
     reliability: AgentReliability = field(default_factory=AgentReliability)
+    #: the agent's current model and its recent models' drift levels (:mod:`detectors.models`)
+    models: ModelTracker = field(default_factory=ModelTracker)
     last_drift_ts: float = 0.0
     newest_ts: float = 0.0
     #: wall clock minus ``newest_ts`` when that event was counted: the agent's windows are read at
@@ -94,6 +97,7 @@ class AgentState:
             "tools": {t: rc.to_state() for t, rc in self.tools.items()},
             "drift": self.drift.to_state(),
             "reliability": self.reliability.to_state(),
+            "models": self.models.to_state(),
             "last_drift_ts": self.last_drift_ts,
             "newest_ts": self.newest_ts,
             "lag_s": self.lag_s,
@@ -106,6 +110,10 @@ class AgentState:
             drift = AgentDrift.from_state(st["drift"])
         except (StateError, KeyError, ValueError):
             drift = AgentDrift()  # e.g. river upgraded: restart drift baselines, keep counts
+        try:  # absent from checkpoints written before model tracking: the next model named starts it
+            models = ModelTracker.from_state(st["models"]) if "models" in st else ModelTracker()
+        except (StateError, KeyError, TypeError, ValueError):
+            models = ModelTracker()
         return cls(
             agent_id=st["agent"],
             partition=int(st["partition"]),
@@ -113,6 +121,7 @@ class AgentState:
             tools={t: RollingCounts.from_state(s, config) for t, s in st["tools"].items()},
             drift=drift,
             reliability=AgentReliability.from_state(st["reliability"]),
+            models=models,
             last_drift_ts=float(st.get("last_drift_ts", 0.0)),
             newest_ts=float(st.get("newest_ts", 0.0)),
             lag_s=_lag(st.get("lag_s")),

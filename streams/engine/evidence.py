@@ -60,10 +60,12 @@ class EvidenceAt:
     ``drift_active_s`` of the agent's own event time.
     """
 
-    __slots__ = ("_counts", "_agent_state", "_baselines", "_drift_active_s", "wall", "_cache")
+    __slots__ = ("_counts", "_agent_state", "_baselines", "_drift_active_s", "wall", "_cache", "_observed")
 
     def __init__(self, counts: Callable[[str, int, float], Counts], agent_state: Callable[[str], AgentState | None],
-                 baselines: ResetBaselines, drift_active_s: float, wall: float) -> None:
+                 baselines: ResetBaselines, drift_active_s: float, wall: float,
+                 observed: Callable[[str, int, float], float | None] | None = None) -> None:
+        self._observed = observed
         self._counts = counts
         self._agent_state = agent_state
         self._baselines = baselines
@@ -78,6 +80,15 @@ class EvidenceAt:
             hit = self._baselines.subtract(scope, window_s, self.wall, self._counts(scope, window_s, self.wall))
             self._cache[key] = hit
         return hit
+
+    def observed_s(self, scope: str, window_s: int) -> float | None:
+        """Seconds of the window the scope's counts cover (oldest counted bucket to now; None: unknown)."""
+        if self._observed is None:
+            return None
+        key = (scope, -window_s)  # cached next to the window counts (negative: never a window key)
+        if key not in self._cache:
+            self._cache[key] = self._observed(scope, window_s, self.wall)  # type: ignore[assignment]
+        return self._cache[key]  # type: ignore[return-value]
 
     def drift_active(self, scope: str) -> bool:
         st = self._agent_state(scope)

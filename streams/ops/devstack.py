@@ -23,11 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from streams.kafka.broker import EmbeddedBroker
 from streams.kafka.security import KafkaSecurity
-from streams.kafka.topics import ensure_topics
 from streams.ops.procutil import free_port, spawn_guarded, stop_process
 from streams.settings import Settings, Topics
 
@@ -60,6 +57,8 @@ class WorkerProcess:
         """``/readyz`` answers 200; raises :class:`WorkerExited` if the process is gone."""
         if self.proc.poll() is not None:
             raise WorkerExited(f"the worker exited with code {self.proc.returncode}; see {self.log}")
+        import httpx  # lazy: the CLI imports this module for every command
+
         try:
             return httpx.get(f"{self.web}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
@@ -141,6 +140,8 @@ class DevStack:
 
     def create_topics(self, settings: Settings) -> list[str]:
         """Create the topics of ``settings`` on the embedded broker; the names created."""
+        from streams.kafka.topics import ensure_topics  # kafka-python: ~0.4-1 s of import, not on every CLI start
+
         return ensure_topics(self.local_settings(settings))
 
     def add_worker(self, **kwargs: Any) -> WorkerProcess:

@@ -107,14 +107,21 @@ def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0,
         consumer.seek_to_beginning(*tps)
         end = {tp: off for tp, off in consumer.end_offsets(tps).items() if off > 0}
         values: list[bytes | None] = []
-        while end and time.monotonic() < deadline:
-            for tp, recs in consumer.poll(timeout_ms=500).items():
+        # to the end offsets seen now, then drain what a poll still returns (a few polls at most): some
+        # brokers (Tansu) report the end offset of a multi-record batch short of its last record
+        extra_polls = 3
+        while True:
+            batch = consumer.poll(timeout_ms=500)
+            for tp, recs in batch.items():
                 values.extend(r.value for r in recs)
             end = {tp: off for tp, off in end.items() if consumer.position(tp) < off}
-        if end:
-            raise IncidentsReadError(f"timed out after {timeout_s:.0f}s reading {topic!r} "
-                                     f"({len(values)} records read, {len(end)} partitions behind)")
-        return values
+            if not end:
+                if not batch or extra_polls == 0:
+                    return values
+                extra_polls -= 1
+            elif time.monotonic() >= deadline:
+                raise IncidentsReadError(f"timed out after {timeout_s:.0f}s reading {topic!r} "
+                                         f"({len(values)} records read, {len(end)} partitions behind)")
     except KafkaError as exc:
         raise IncidentsReadError(f"reading {topic!r} from {bootstrap} failed: {exc}") from exc
     finally:

@@ -7,8 +7,10 @@ ticket or mailed and still renders offline.
 
 Sections:
 
-* breakers not closed (scope, state, lowest budget remaining, highest 1 h burn rate) and the count
-  of scopes per state;
+* breakers not closed, production first, drills in their own table: the same first-row table as the
+  Grafana on-call dashboard (scope, state, budget, reason, key evidence, since when, for how long,
+  lowest budget left, highest 1 h burn rate, runbook section), and the count of production scopes
+  per state;
 * budget burn-down: the lowest remaining share of each budget over the range;
 * near-miss rates over the range: the worst agents (1 h window, all tools) and the global ratio
   from the event counters (recording rule ``tripwire:near_miss:ratio_rate5m``).
@@ -40,12 +42,21 @@ STATE_COLOURS = {"forced_open": "#7b1fa2", "open": "#c62828", "escalated": "#ef6
 PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#8c564b")
 MAX_LINES = 8  # lines per chart; the rest are dropped (worst first are kept)
 
+#: drill scopes (agent ids with the policy's drill_prefix, "drill-") stay out of production figures
+DRILL_SCOPE_RE = ".*agent:drill-.*"
+#: docs/runbooks.md section for a scope in each non-closed state (the dashboards link the same anchors)
+RUNBOOK_BY_STATE = {"open": "tripwirebreakeropen", "half_open": "tripwirebreakeropen",
+                    "escalated": "tripwirebreakerescalated", "forced_open": "tripwirebreakerforcedopen",
+                    "shadow": "tripwireburnrateticket"}
+
 Q_BREAKERS = 'max by (scope, state) (tripwire_breaker_state{state!="closed"}) == 1'
-Q_STATE_COUNTS = "sum by (state) (tripwire_breaker_state)"
+Q_BREAKER_INFO = "max by (scope, state, budget, reason, evidence, drill) (tripwire_breaker_state_info)"
+Q_BREAKER_SINCE = "max by (scope) (tripwire_breaker_state_since_timestamp_seconds)"
+Q_STATE_COUNTS = f'sum by (state) (tripwire_breaker_state{{scope!~"{DRILL_SCOPE_RE}"}})'
 Q_SCOPE_REMAINING = "min by (scope) (tripwire_budget_remaining_ratio)"
 Q_SCOPE_BURN_1H = 'max by (scope) (tripwire_burn_rate{window="1h"})'
-Q_BURN_DOWN = "min by (budget) (tripwire_budget_remaining_ratio)"
-Q_NEAR_MISS_AGENTS = 'max by (agent) (tripwire_near_miss_rate{agent!="*", tool="*", window="1h"})'
+Q_BURN_DOWN = f'min by (budget) (tripwire_budget_remaining_ratio{{scope!~"{DRILL_SCOPE_RE}"}})'
+Q_NEAR_MISS_AGENTS = 'max by (agent) (tripwire_near_miss_rate{agent!="*", agent!~"drill-.*", tool="*", window="1h"})'
 Q_NEAR_MISS_GLOBAL = "tripwire:near_miss:ratio_rate5m"
 
 
@@ -130,10 +141,22 @@ class Series:
 
 @dataclass
 class BreakerRow:
+    """One non-closed scope: the on-call table's row."""
+
     scope: str
     state: str
     remaining: float | None = None  # lowest budget remaining ratio of the scope
     burn_1h: float | None = None  # highest 1 h burn rate of the scope
+    budget: str = "-"
+    reason: str = "-"
+    evidence: str = "-"
+    since: float | None = None  # when the state began, Unix seconds
+    drill: bool = False
+
+    @property
+    def runbook(self) -> str:
+        """The docs/runbooks.md section for the state."""
+        return RUNBOOK_BY_STATE.get(self.state, "")
 
 
 @dataclass
@@ -174,7 +197,7 @@ def step_for(range_s: float, points: int = 240) -> float:
 
 
 def collect(client: PrometheusClient, range_s: float, now: float | None = None) -> Snapshot:
-    """Query everything the overview needs (7 requests)."""
+    """Query everything the overview needs (9 requests)."""
     end = time.time() if now is None else now
     start = end - range_s
     step = step_for(range_s)
@@ -182,12 +205,19 @@ def collect(client: PrometheusClient, range_s: float, now: float | None = None) 
 
     remaining = {s["metric"].get("scope", ""): _value(s) for s in client.query(Q_SCOPE_REMAINING, end)}
     burn = {s["metric"].get("scope", ""): _value(s) for s in client.query(Q_SCOPE_BURN_1H, end)}
+    info = {s["metric"].get("scope", ""): s["metric"] for s in client.query(Q_BREAKER_INFO, end)}
+    since = {s["metric"].get("scope", ""): _value(s) for s in client.query(Q_BREAKER_SINCE, end)}
     rows = []
     for s in client.query(Q_BREAKERS, end):
         scope, state = s["metric"].get("scope", "?"), s["metric"].get("state", "?")
-        rows.append(BreakerRow(scope, state, remaining.get(scope), burn.get(scope)))
+        why = info.get(scope, {})
+        drill = why.get("drill") == "true" if "drill" in why else "agent:drill-" in scope
+        rows.append(BreakerRow(scope, state, remaining.get(scope), burn.get(scope), budget=why.get("budget", "-"),
+                               reason=why.get("reason", "-"), evidence=why.get("evidence", "-"),
+                               since=since.get(scope), drill=drill))
     rank = {st: i for i, st in enumerate(STATE_ORDER)}
-    rows.sort(key=lambda r: (rank.get(r.state, len(rank)), r.remaining if r.remaining is not None else 2.0, r.scope))
+    rows.sort(key=lambda r: (r.drill, rank.get(r.state, len(rank)), r.remaining if r.remaining is not None else 2.0,
+                             r.scope))
     snap.breakers = rows
     snap.state_counts = {s["metric"].get("state", "?"): _value(s) for s in client.query(Q_STATE_COUNTS, end)}
 
@@ -316,7 +346,7 @@ def render_svg_chart(
 
 
 _CSS = """
-body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:980px}
+body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1280px}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 .meta{color:#666;font-size:12px}
 table{border-collapse:collapse;margin:6px 0} th,td{border:1px solid #ddd;padding:4px 10px;text-align:left}
@@ -340,6 +370,45 @@ def _opt(v: float | None, percent: bool = False, suffix: str = "") -> str:
     return html.escape(_fmt(v, percent) + suffix)
 
 
+def held_for(seconds: float) -> str:
+    """A short duration for the "for" column.
+
+    >>> held_for(42), held_for(3725), held_for(2 * 86400 + 7200)
+    ('42s', '1h02m', '2d2h')
+    """
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600}h"
+
+
+#: the on-call table's columns, as on the Grafana dashboard's first row
+BREAKER_COLUMNS = ("scope", "state", "budget", "reason", "key evidence", "since (UTC)", "for",
+                   "budget left (lowest)", "burn rate 1h (highest)", "runbook section")
+
+
+def breaker_table(rows: Sequence[BreakerRow], now: float, css_class: str = "breakers") -> str:
+    """The on-call table of non-closed scopes: who is cut off, why, since when, what to read."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in BREAKER_COLUMNS)
+    out = [f'<table class="{esc(css_class)}"><thead><tr>{head}</tr></thead><tbody>']
+    for r in rows:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.since)) if r.since is not None else "–"
+        held = held_for(now - r.since) if r.since is not None else "–"
+        runbook = f"<code>#{esc(r.runbook)}</code>" if r.runbook else "–"
+        out.append(f'<tr data-scope="{esc(r.scope)}" data-state="{esc(r.state)}"><td><code>{esc(r.scope)}'
+                   f"</code></td><td>{_state_badge(r.state)}</td><td>{esc(r.budget)}</td><td>{esc(r.reason)}</td>"
+                   f"<td>{esc(r.evidence)}</td><td>{esc(since)}</td><td>{esc(held)}</td>"
+                   f'<td class="num">{_opt(r.remaining, percent=True)}</td>'
+                   f'<td class="num">{_opt(r.burn_1h, suffix="×")}</td><td>{runbook}</td></tr>')
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
 def render_html(snap: Snapshot) -> str:
     """The whole page: self-contained HTML with inline CSS and SVG, no scripts."""
     esc = html.escape
@@ -351,18 +420,16 @@ def render_html(snap: Snapshot) -> str:
              f'<p class="meta">{esc(when)} · last {esc(format_duration(span))} · source: {esc(snap.prometheus)}</p>']
 
     counts = " · ".join(f"{_state_badge(st)} {int(snap.state_counts.get(st, 0))}" for st in STATE_ORDER)
-    parts.append(f"<h2>Breakers not closed</h2><p>{counts}</p>")
-    if snap.breakers:
-        parts.append('<table class="breakers"><thead><tr><th>scope</th><th>state</th>'
-                     "<th>budget remaining (lowest)</th><th>burn rate 1h (highest)</th></tr></thead><tbody>")
-        for r in snap.breakers:
-            parts.append(f'<tr data-scope="{esc(r.scope)}" data-state="{esc(r.state)}"><td><code>{esc(r.scope)}'
-                         f"</code></td><td>{_state_badge(r.state)}</td>"
-                         f'<td class="num">{_opt(r.remaining, percent=True)}</td>'
-                         f'<td class="num">{_opt(r.burn_1h, suffix="×")}</td></tr>')
-        parts.append("</tbody></table>")
+    production = [r for r in snap.breakers if not r.drill]
+    drills = [r for r in snap.breakers if r.drill]
+    parts.append(f"<h2>Breakers not closed (production)</h2><p>{counts}</p>")
+    if production:
+        parts.append(breaker_table(production, snap.generated_at, "breakers"))
     else:
         parts.append('<p class="ok">Every breaker is closed.</p>')
+    if drills:
+        parts.append("<h2>Drill breakers not closed</h2>")
+        parts.append(breaker_table(drills, snap.generated_at, "breakers drills"))
 
     parts.append("<h2>Budget burn-down</h2>")
     parts.append(render_svg_chart("Lowest budget remaining per budget", snap.burn_down, snap.start, snap.end,
@@ -371,7 +438,8 @@ def render_html(snap: Snapshot) -> str:
     parts.append(render_svg_chart("Near-miss rate: worst agents (1h window, all tools) and global",
                                   snap.near_miss, snap.start, snap.end, percent=True, y_min=0.0))
     parts.append('<p class="meta">Made by <code>tripwire snapshot</code> from Prometheus series '
-                 "tripwire_breaker_state, tripwire_budget_remaining_ratio, tripwire_burn_rate, "
+                 "tripwire_breaker_state, tripwire_breaker_state_info, tripwire_breaker_state_since_timestamp_seconds, "
+                 "tripwire_budget_remaining_ratio, tripwire_burn_rate, "
                  "tripwire_near_miss_rate and tripwire:near_miss:ratio_rate5m.</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

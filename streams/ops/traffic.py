@@ -53,6 +53,8 @@ class AgentProfile:
     task_id: str = ""
     attempt: int = 1
     calls_in_task: int = 0
+    #: 0: attempts are retries (stop at the first success); N: N independent trials per task (an eval harness)
+    trials: int = 0
     bad_until: float = 0.0
     seq: itertools.count = field(default_factory=itertools.count)
 
@@ -83,6 +85,8 @@ class SyntheticTraffic:
             )
             for i, name in enumerate(names)
         ]
+        if len(self.agents) > 1:  # one agent is evaluated like tau-bench: 4 independent trials per task
+            self.agents[1].trials = 4
         self.first_bad_after_s = first_bad_after_s
         self.bad_every_s = bad_every_s
         self.bad_duration_s = bad_duration_s
@@ -202,7 +206,9 @@ class SyntheticTraffic:
             human_minutes=round(rng.uniform(0, 3), 2) if rng.random() < 0.1 else 0.0,
         )
         agent.calls_in_task = 0
-        if success or agent.attempt >= 4:
+        if agent.trials:
+            out["attempt_kind"] = "trial"
+        if agent.attempt >= (agent.trials or 4) or (success and not agent.trials):
             agent.task_id = ""
         else:
             agent.attempt += 1

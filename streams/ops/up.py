@@ -72,6 +72,41 @@ class TrafficThread(threading.Thread):
             replay_file(self.traffic_file, producer, rebase=True, speed=60.0, batch=20)
 
 
+class PortBusy(RuntimeError):
+    """A port ``tripwire up`` needs is taken by another process."""
+
+
+def port_taken(host: str, port: int) -> bool:
+    """True when a listening socket holds ``host:port`` (TIME_WAIT leftovers do not count).
+
+    >>> import socket
+    >>> with socket.socket() as s:
+    ...     s.bind(("127.0.0.1", 0)); s.listen(); port = s.getsockname()[1]
+    ...     port_taken("127.0.0.1", port)
+    True
+    """
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(settings: Settings, broker_port: int) -> None:
+    """Refuse to start (``PortBusy``, one line with the fix) when the worker's or the broker's port is taken:
+    otherwise "tripwire is up" would report another process's figures."""
+    for what, host, port, flag in (("worker HTTP", settings.web_host, settings.web_port, "--web-port"),
+                                   ("embedded broker", "127.0.0.1", broker_port, "--broker-port")):
+        if port_taken(host, port):
+            raise PortBusy(f"the {what} port {host}:{port} is already in use (another `tripwire up` or worker?); "
+                           f"stop that process or pick a free port with {flag}")
+
+
 def write_admin_token(data_dir: Path) -> Path:
     """A local admin token for the embedded stack, readable only by this user (0600)."""
     path = data_dir / "admin.token"

@@ -30,10 +30,11 @@ import httpx
 
 from breakers.scope import ScopeError, parse_scope
 from breakers.state_machine import ESCALATED, FORCED_OPEN, OPEN
+from streams.settings import DEFAULT_RUNBOOK_BASE_URL
 
 ALERT_ESCALATED = "TripwireBreakerEscalated"
 ALERT_OPEN = "TripwireBreakerOpen"
-DEFAULT_RUNBOOK = "https://github.com/tripwire/tripwire/blob/main/docs/runbooks.md"  # + '#<alertname lower>'
+DEFAULT_RUNBOOK = DEFAULT_RUNBOOK_BASE_URL  # + '#<alertname lower>'; the worker passes settings.runbook_base_url
 MAX_ANNOTATION = 4000
 
 

@@ -68,7 +68,7 @@ from streams.worker.outage import OutageRecovery
 from streams.worker.partials_publisher import PARTIALS_INTERVAL_S, PartialsPublisher
 from streams.worker.policy_watch import PolicyWatcher
 from streams.worker.state_reader import StateReader
-from streams.worker.views import breaker_families, monitor_families
+from streams.worker.views import authz_families, breaker_families, monitor_families
 
 log = logging.getLogger("tripwire.worker")
 
@@ -205,8 +205,8 @@ def create_app(settings: Settings) -> faust.App:
 
     decisions = Decisions(monitor, metrics, state_topic=state_topic, events_topic=events_topic, alerts=None)
     if settings.alertmanager_url:
-        decisions.alerts = AlertDispatcher(AsyncAlertmanager(settings.alertmanager_url), counters,
-                                           decisions.alert_failed)
+        am = AsyncAlertmanager(settings.alertmanager_url, runbook_url=settings.runbook_base_url)
+        decisions.alerts = AlertDispatcher(am, counters, decisions.alert_failed)
     publish = decisions.publish
 
     api = Api(monitor, _operators(settings),
@@ -215,6 +215,7 @@ def create_app(settings: Settings) -> faust.App:
               observe_authz=metrics.observe_authz,
               audit=lambda record: events_topic.send(key=b"operator", value=orjson.dumps(record)))
     metrics.add_source(lambda: internal_auth_families(record_auth, api))
+    metrics.add_source(lambda: authz_families(api.denied_by_scope, settings))
     ctx = AppContext(app=app, settings=settings, pipeline=pipeline, monitor=monitor, metrics=metrics, api=api,
                      publish=publish, readiness=readiness, events_topic=events_topic, traces_topic=traces)
     app.tripwire = ctx  # type: ignore[attr-defined]

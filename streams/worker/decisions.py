@@ -2,7 +2,7 @@
 
 The decision timer calls :meth:`Decisions.tick`: the monitor evaluates its scopes, every
 change is published (the state record, one audit record per transition, an alert note),
-drift reports go to ``breaker-events`` and decision lags to the latency histogram.
+drift reports and model changes go to ``breaker-events`` and decision lags to the latency histogram.
 
 Every record a worker writes to ``breaker-state``, ``breaker-events`` and ``scope-partials`` goes
 through a :class:`SignedTopic`, which adds the record HMAC of
@@ -77,10 +77,15 @@ class Decisions:
         monitor = self.monitor
         for change in monitor.evaluate(started):
             await self.publish(change)
+            if change.caused_at is not None:  # one sample per decision: its causing event → published
+                monitor.decision_lags.append(max(0.0, time.time() - change.caused_at))
         while monitor.drift_reports:
             agent, report = monitor.drift_reports.popleft()
             await self.events_topic.send(key=f"agent:{agent}".encode(),
                                          value=orjson.dumps({"type": "drift", "agent": agent, **report.to_dict()}))
+        while monitor.model_changes:  # {"type": "model_change", "agent", "from", "to", "ts", "before", "after"}
+            rec = monitor.model_changes.popleft()
+            await self.events_topic.send(key=f"agent:{rec['agent']}".encode(), value=orjson.dumps(rec))
         for lag in monitor.decision_lags:
             self.metrics.decision_latency.observe(lag)
         monitor.decision_lags.clear()

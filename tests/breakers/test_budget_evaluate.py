@@ -53,7 +53,12 @@ def test_fast_burn_page_reason_format(default_policy):
                         "41 flags / 210 calls in 1h")
     assert set(v.evidence) == {"5m", "30m", "1h", "6h", "3d"}
     assert v.evidence["1h"]["tool_calls"] == 210
-    assert v.remaining_window_s == 259200 and v.budget_remaining == pytest.approx(1 - 18.2, abs=0.01)
+    # remaining is over the 30-day period (issue #16); the burst is all of the period's counts and a
+    # StaticEvidence has no observed_s, so the whole period counts as observed: 1 - burn over 30d
+    assert v.remaining_window_s == 2592000 and v.budget_remaining == 1.0  # nothing in the period window
+    ev.set("agent:a", 2592000, tool_calls=210, near_misses=41, near_misses_weighted=382.2)
+    v = by_name(evaluate(default_policy, "agent:a", ev))["weighted-near-miss"]
+    assert v.budget_remaining == pytest.approx(1 - 18.2, abs=0.01)
 
 
 def test_short_window_quiet_stops_firing(default_policy):

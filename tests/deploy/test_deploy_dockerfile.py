@@ -63,7 +63,8 @@ def test_multi_stage_on_python_311_slim(commands):
     assert copies_from, "the runtime stage copies the built venv from the builder"
     # the project is pip-installed (not editable) in the builder
     builder_runs = " ".join(c.value[0] for c in stages[0][2] if c.cmd == "RUN")
-    assert re.search(r"pip install (\.|\"\.\[rocksdb\]\")(\s|$)", builder_runs)  # the project (+ RocksDB store)
+    # the project with the worker extra (the CLI and the service; + RocksDB store), not the embedded broker
+    assert re.search(r"pip install \"\.\[worker(,rocksdb)?\]\"(\s|$)", builder_runs)
     assert "-e ." not in builder_runs
 
 

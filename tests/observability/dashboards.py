@@ -51,6 +51,8 @@ def substitute(text: str, variables: Mapping[str, str] | None = None) -> str:
 
     def repl(m: re.Match) -> str:
         name = m.group(1) or m.group(2) or m.group(3)
+        if name.isdigit():  # "$1": a label_replace capture group (Grafana has no numeric variables)
+            return m.group(0)
         if name not in values:
             raise KeyError(f"unknown Grafana variable ${name} in {text!r}")
         return str(values[name])

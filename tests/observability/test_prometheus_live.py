@@ -110,10 +110,24 @@ class FakeExporter:
                 scope=scope, signal="critical_incident_rate")
             for w in WINDOWS:
                 add("tripwire_burn_rate", 20 if scope == "agent:drill-1" else 2, budget="near-miss", scope=scope, window=w)
+                add("tripwire_budget_evidence_sufficient", 1, budget="near-miss", scope=scope, window=w)
+            if current == "closed":  # closed scopes have no per-scope breaker series
+                continue
+            drill = "true" if "agent:drill-" in scope else "false"
             for st in STATES:
                 add("tripwire_breaker_state", 1 if st == current else 0, scope=scope, state=st)
+            add("tripwire_breaker_state_since_timestamp_seconds", time.time() - 600, scope=scope, state=current,
+                drill=drill)
+            add("tripwire_breaker_state_info", 1, scope=scope, state=current, budget="near-miss",
+                reason="burn 20x over 1h and 5m", evidence="burn 1h 20.0x; 1h: tool calls 40, near misses 9",
+                drill=drill)
+            add("tripwire_authz_denied_total", 2 * n, scope=scope)
         add("tripwire_breaker_transitions_total", n // 2 + 1, **{"from": "closed", "to": "open"})
+        for kind, per in {"tool_call": 10, "monitor_flag": 1}.items():
+            add("tripwire_drill_events_total", per * n, kind=kind)
         add("tripwire_drift_detected_total", n, agent="agent-1", signal="tool_mix")
+        add("tripwire_drift_detected_total", n, agent="agent-1", signal="task_success")
+        add("tripwire_model_changes_total", n, agent="agent-1")
         for metric in ("tripwire_decision_latency_seconds", "tripwire_authz_request_duration_seconds"):
             for i, le in enumerate(BUCKETS):
                 add(f"{metric}_bucket", min(i + 1, 6) * n, le=le)
@@ -122,14 +136,21 @@ class FakeExporter:
         add("tripwire_authz_requests_total", 9 * n, decision="allow")
         add("tripwire_authz_requests_total", n, decision="deny")
         for agent in AGENTS:
+            add("tripwire_agent_tool_calls_total", 100 * n, agent=agent)
+            add("tripwire_agent_near_misses_total", 5 * n, agent=agent)
+        for agent in AGENTS:
             for k in "1234":
-                add("tripwire_reliability_at_k", 0.6 + 0.1 * int(k), agent=agent, k=k)
+                add("tripwire_reliability_at_k", 0.6 + 0.1 * int(k), agent=agent, k=k, shape="retry")
                 add("tripwire_consistency_at_k", 0.9 - 0.1 * int(k), agent=agent, k=k)
             add("tripwire_mtbce_seconds", 7200, agent=agent)
+            add("tripwire_mtbce_seconds_lower", 3600, agent=agent)
+            add("tripwire_mtbce_seconds_upper", 36000, agent=agent)
+            add("tripwire_mtbce_exposure_seconds", 14400, agent=agent)
             add("tripwire_intervene_to_success_ratio", 0.1, agent=agent)
             add("tripwire_safe_refusal_precision", 0.97, agent=agent)
             add("tripwire_safe_refusal_recall", 0.9, agent=agent)
             add("tripwire_cost_of_confidence_usd", 0.12, agent=agent)
+            add("tripwire_cost_of_confidence_undefined", 1, agent=agent, reason="unreachable")
         for result in ("ok", "error"):
             add("tripwire_alertmanager_posts_total", n, result=result)
             add("tripwire_policy_reloads_total", n, result=result)
@@ -225,7 +246,10 @@ def _query(base: str, expr: str) -> dict:
 def test_all_rules_evaluate_cleanly(prometheus):
     groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == len(recording_rule_names()) + sum(
+    records = sum(1 for p in RULES_DIR.glob("*.yml") for g in yaml.safe_load(p.read_text())["groups"]
+                  for r in g["rules"] if "record" in r)  # one name may have several rules (tripwire:alert_runbook:info)
+    assert records >= len(recording_rule_names())
+    assert len(rules) == records + sum(
         1 for p in RULES_DIR.glob("*.yml") for g in yaml.safe_load(p.read_text())["groups"] for r in g["rules"] if "alert" in r
     )
     bad = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]

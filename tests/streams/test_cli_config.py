@@ -41,7 +41,7 @@ def test_policy_check_ok_on_the_shipped_default() -> None:
 
 def test_replay_unreachable_broker_fails_fast(tmp_path) -> None:
     f = tmp_path / "t.jsonl"
-    f.write_text('{"schema_version":"1"}\n')
+    f.write_text('{"schema_version":"1","event_id":"e1","ts":1000,"agent_id":"a","kind":"refusal"}\n')
     result = CliRunner().invoke(main, ["replay", str(f), "--broker", "kafka://127.0.0.1:1"])
     assert result.exit_code == 1
     assert "cannot use the Kafka broker at 127.0.0.1:1 (PLAINTEXT): 127.0.0.1:1: TCP connect failed" in result.output

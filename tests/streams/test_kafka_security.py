@@ -175,5 +175,5 @@ def test_cli_reports_a_bad_security_setting_before_connecting(tmp_path: Path, mo
     monkeypatch.setenv("TRIPWIRE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("TRIPWIRE_KAFKA__SASL_MECHANISM", "SCRAM-SHA-256")
     result = CliRunner().invoke(main, ["replay", str(f), "--broker", "kafka://127.0.0.1:1"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a configuration mistake (streams.cli.errors)
     assert "invalid configuration" in result.output and "SASL_SSL needs sasl_username" in result.output

@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from streams.cli.main import main
 from streams.ops.procutil import free_port
 from streams.ops.snapshot import (
+    Q_BREAKER_INFO,
+    Q_BREAKER_SINCE,
     Q_BREAKERS,
     Q_BURN_DOWN,
     Q_NEAR_MISS_AGENTS,
@@ -152,7 +154,14 @@ def test_collect_queries_and_orders_the_overview() -> None:
         Q_SCOPE_BURN_1H: _vec("scope", {"agent:a": 14.0}),
         Q_BREAKERS: [{"metric": {"scope": "agent:b", "state": "escalated"}, "value": [T0, "1"]},
                      {"metric": {"scope": "agent:a", "state": "open"}, "value": [T0, "1"]},
+                     {"metric": {"scope": "agent:drill-1", "state": "open"}, "value": [T0, "1"]},
                      {"metric": {"scope": "tool:x", "state": "forced_open"}, "value": [T0, "1"]}],
+        Q_BREAKER_INFO: [{"metric": {"scope": "agent:a", "state": "open", "budget": "critical-incidents",
+                                     "reason": "2 critical incidents", "evidence": "1h: tool calls 40", "drill": "false"},
+                          "value": [T0, "1"]},
+                         {"metric": {"scope": "agent:drill-1", "state": "open", "budget": "b", "reason": "drill",
+                                     "evidence": "-", "drill": "true"}, "value": [T0, "1"]}],
+        Q_BREAKER_SINCE: _vec("scope", {"agent:a": T0 - 600, "agent:drill-1": T0}),
         Q_STATE_COUNTS: _vec("state", {"open": 1, "closed": 9}),
         Q_BURN_DOWN: [{"metric": {"budget": "b1"}, "values": [[T0, "1"], [T0 + 60, "0.8"]]},
                       {"metric": {"budget": "b2"}, "values": [[T0, "1"], [T0 + 60, "-0.2"]]}],
@@ -164,14 +173,19 @@ def test_collect_queries_and_orders_the_overview() -> None:
     with PrometheusClient("http://prom:9090/", transport=_prom_handler(answers, seen)) as client:
         snap = collect(client, 3600, now=T0 + 60)
     assert [(r.scope, r.state, r.remaining, r.burn_1h) for r in snap.breakers] == [
-        ("tool:x", "forced_open", None, None), ("agent:a", "open", -0.5, 14.0), ("agent:b", "escalated", 0.9, None)]
+        ("tool:x", "forced_open", None, None), ("agent:a", "open", -0.5, 14.0), ("agent:b", "escalated", 0.9, None),
+        ("agent:drill-1", "open", None, None)]  # drills last
+    a = snap.breakers[1]
+    assert (a.budget, a.reason, a.evidence, a.since, a.drill, a.runbook) == (
+        "critical-incidents", "2 critical incidents", "1h: tool calls 40", T0 - 600, False, "tripwirebreakeropen")
+    assert snap.breakers[3].drill and not snap.breakers[0].drill and snap.breakers[0].since is None
     assert snap.state_counts == {"open": 1.0, "closed": 9.0}
     assert [s.label for s in snap.burn_down] == ["b2", "b1"]  # lowest remaining first
     labels = [s.label for s in snap.near_miss]
     assert labels[:2] == ["agent-11", "agent-10"] and len(labels) == 8  # worst 7 agents + global
     assert snap.near_miss[-1].points == [(T0 + 60, 0.02)]  # NaN dropped
     ranges = [q for q in seen if q["path"] == "/api/v1/query_range"]
-    assert len(seen) == 7 and len(ranges) == 3
+    assert len(seen) == 9 and len(ranges) == 3
     assert all(float(q["start"]) == T0 + 60 - 3600 and float(q["end"]) == T0 + 60 and float(q["step"]) == 15
                for q in ranges)
 

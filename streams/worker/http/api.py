@@ -105,6 +105,8 @@ class Api:
         self.action_counts: Counter[tuple[str, str]] = Counter(
             {(a, r): 0 for a in ACTIONS.values() for r in ("ok", "unauthorized", "forbidden")})
         self._audit_window = (0.0, 0)  # (window start, refused records written in it)
+        #: scope → authz calls it denied, for tripwire_authz_denied_total{scope} (non-closed scopes only)
+        self.denied_by_scope: Counter[str] = Counter()
         self.audit_suppressed = 0
 
     # -------------------------------------------------------------- gateways
@@ -125,6 +127,8 @@ class Api:
                     await self.publish(Change(taken, []))
             reply = Reply(d.status, {"allow": d.allow, "reason": d.reason, "state": d.state, "scope": d.scope},
                           d.headers)
+            if not d.allow and d.scope is not None:
+                self.denied_by_scope[d.scope] += 1
         if self.observe_authz is not None:
             self.observe_authz("allow" if reply.status == 200 else "deny", time.perf_counter() - started)
         return reply
