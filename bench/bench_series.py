@@ -32,7 +32,6 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from prometheus_client import generate_latest  # noqa: E402
 
 from breakers.policy import load_policy  # noqa: E402
 from streams.engine.clock import EventClock  # noqa: E402
@@ -97,22 +96,21 @@ def feed(events: list[dict], settings: Settings, batch: int = 500) -> tuple[Moni
 
 def scrape(monitor: Monitor, pipeline: TracePipeline, settings: Settings, repeat: int = 5,
            cached: bool = False) -> tuple[bytes, float]:
-    """The exposition and the median time of a scrape, ms: every family rebuilt (the worker rebuilds the
-    detector families at most every ``metrics_cache_s``), or with ``cached`` the detector families
-    built once (what a scrape costs inside the cache's lifetime: formatting only)."""
+    """The exposition and the median time of a scrape, ms, wired as the worker wires it: the detector
+    families are a cached source (their text rebuilt at most every ``metrics_cache_s``). Without
+    ``cached`` every scrape rebuilds them (TTL 0: the scrape that finds the cache stale); with it, the
+    text is built once first (a scrape inside the cache's lifetime)."""
     metrics = Metrics()
     metrics.add_source(lambda: ingest_families(pipeline.counters))
-    if cached:
-        built = list(monitor_families(monitor, settings))
-        metrics.add_source(lambda: built)
-    else:
-        metrics.add_source(lambda: monitor_families(monitor, settings))
+    metrics.add_cached_source(lambda: monitor_families(monitor, settings), ttl_s=3600.0 if cached else 0.0)
     metrics.add_source(lambda: breaker_families(monitor, {}))
+    if cached:
+        metrics.exposition()
     times = []
     body = b""
     for _ in range(repeat):
         t0 = time.perf_counter()
-        body = generate_latest(metrics.registry)
+        body = metrics.exposition()
         times.append((time.perf_counter() - t0) * 1000)
     return body, sorted(times)[len(times) // 2]
 
@@ -165,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.toolemu:
         print(f"  budget: <= {SERIES_BUDGET_TOOLEMU:,} series: {'ok' if total <= SERIES_BUDGET_TOOLEMU else 'EXCEEDED'}")
     else:
-        ok = per_agent <= SERIES_PER_AGENT_BUDGET and ms < SCRAPE_MS_BUDGET
-        print(f"  budget: <= {SERIES_PER_AGENT_BUDGET} series per agent and < {SCRAPE_MS_BUDGET:.0f} ms: "
-              f"{'ok' if ok else 'EXCEEDED'}")
+        series_ok = per_agent <= SERIES_PER_AGENT_BUDGET
+        print(f"  budget: <= {SERIES_PER_AGENT_BUDGET} series per agent: {'ok' if series_ok else 'EXCEEDED'}; "
+              f"scrape < {SCRAPE_MS_BUDGET:.0f} ms: {'ok' if cached_ms < SCRAPE_MS_BUDGET else 'EXCEEDED'} inside the "
+              f"cache's lifetime, {'ok' if ms < SCRAPE_MS_BUDGET else 'EXCEEDED'} for the scrape that rebuilds it "
+              "(once per metrics_cache_s at most)")
     print(f"BENCH series_input={label} series={total} bytes={len(body)} scrape_ms={ms:.1f} "
           f"scrape_cached_ms={cached_ms:.1f} series_per_agent={per_agent:.1f}")
     return 0

@@ -80,5 +80,21 @@ def format_duration(seconds: float) -> str:
     return f"{s}s"
 
 
+def format_age(seconds: float) -> str:
+    """Compact elapsed time for tables (how long a breaker has held its state): two units at most.
+
+    >>> format_age(42), format_age(725), format_age(3725), format_age(2 * 86400 + 7200)
+    ('42s', '12m', '1h02m', '2d2h')
+    """
+    s = int(max(0.0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600}h"
+
+
 #: the ``window`` label of a metric: the same spelling as policies and verdicts
 window_label = format_duration

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import click
 
 from breakers.state_machine import STATES
+from detectors.durations import format_age
 from streams.cli.options import DEFAULT_API, console, emit_json, json_option, printable, shared_option
 from streams.settings import DEFAULTS
 
@@ -129,17 +130,8 @@ def _short_time(ts: float | None) -> str:
 
 
 def _age(seconds: float | None) -> str:
-    """Compact age: 45s, 12m, 3h05m, 2d4h."""
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
+    """Compact age (45s, 12m, 3h05m, 2d4h); ``-`` when unknown."""
+    return "-" if seconds is None else format_age(seconds)
 
 
 def key_evidence(evidence: dict[str, Any]) -> str:

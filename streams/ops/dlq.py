@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import random
-import time
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
@@ -32,6 +31,7 @@ from typing import Any
 import orjson
 
 from streams.kafka.security import KafkaSecurity
+from streams.kafka.topic_read import TopicReadError, read_records
 
 #: the reason shown for a DLQ record that is not a tripwire dead-letter record
 UNREADABLE = "(unreadable record)"
@@ -139,56 +139,11 @@ def read_dlq(bootstrap: str, topic: str, *, last: int | None = None, timeout_s: 
              security: KafkaSecurity | None = None) -> list[DlqRecord]:
     """The records of ``topic`` up to the end offsets at call time, oldest first; with ``last``, only
     the newest ``last`` records (each partition read from ``end - last``)."""
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
-
-    from streams.kafka.producer import BrokerUnreachable, check_broker, connect_error
-
-    security = security or KafkaSecurity()
     try:
-        check_broker(bootstrap, security)
-    except BrokerUnreachable as exc:
+        recs = read_records(bootstrap, topic, last=last, timeout_s=timeout_s, security=security)
+    except TopicReadError as exc:
         raise DlqReadError(str(exc)) from None
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                 request_timeout_ms=int(timeout_s * 1000) + 1000, **security.kafka_python_kwargs())
-    except (KafkaError, OSError, ValueError) as exc:
-        raise DlqReadError(connect_error(bootstrap, security, exc)) from exc
-    try:
-        deadline = time.monotonic() + timeout_s
-        parts = consumer.partitions_for_topic(topic)
-        while parts is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-            parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            raise DlqReadError(f"topic {topic!r} does not exist on {bootstrap} (no worker has created it yet?)")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        begin = consumer.beginning_offsets(tps)
-        end_all = consumer.end_offsets(tps)
-        for tp in tps:
-            start = begin[tp] if last is None else max(begin[tp], end_all[tp] - last)
-            consumer.seek(tp, start)
-        out: list[DlqRecord] = []
-        # Read to the end offsets seen now, then drain what a poll still returns (a few more polls at
-        # most): some brokers (Tansu) report the end offset of a multi-record batch short of its last record.
-        extra_polls = 3
-        while True:
-            batch = consumer.poll(timeout_ms=500)
-            for tp, recs in batch.items():
-                out.extend(parse_record(r.value, tp.partition, r.offset, r.timestamp) for r in recs)
-            behind = [tp for tp, off in end_all.items() if consumer.position(tp) < off]
-            if not behind:
-                if not batch or extra_polls == 0:
-                    break
-                extra_polls -= 1
-            elif time.monotonic() >= deadline:
-                raise DlqReadError(f"timed out after {timeout_s:.0f}s reading {topic!r} "
-                                   f"({len(out)} records read, {len(behind)} partitions behind)")
-    except KafkaError as exc:
-        raise DlqReadError(f"reading {topic!r} from {bootstrap} failed: {exc}") from exc
-    finally:
-        consumer.close()
+    out = [parse_record(r.value, r.partition, r.offset, r.timestamp) for r in recs]
     out.sort(key=lambda r: (r.rejected_at or 0.0, r.partition, r.offset))
     return out[-last:] if last is not None and last > 0 else out
 

@@ -9,7 +9,6 @@ Reads every partition of the topic from the beginning up to the end offsets seen
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ import orjson
 from breakers.incidents import Incident, IncidentTracker
 from breakers.state_machine import Transition
 from streams.kafka.security import KafkaSecurity
+from streams.kafka.topic_read import TopicReadError, read_records
 
 
 class IncidentsReadError(RuntimeError):
@@ -78,54 +78,10 @@ def build_incidents(records: Iterable[bytes | None]) -> IncidentLog:
 def read_topic(bootstrap: str, topic: str, timeout_s: float = 10.0,
                security: KafkaSecurity | None = None) -> list[bytes | None]:
     """Every record value of ``topic`` from the beginning to the end offsets at call time."""
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
-
-    from streams.kafka.producer import BrokerUnreachable, check_broker, connect_error
-
-    security = security or KafkaSecurity()
     try:
-        check_broker(bootstrap, security)
-    except BrokerUnreachable as exc:
+        return [r.value for r in read_records(bootstrap, topic, timeout_s=timeout_s, security=security)]
+    except TopicReadError as exc:
         raise IncidentsReadError(str(exc)) from None
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                 request_timeout_ms=int(timeout_s * 1000) + 1000,
-                                 **security.kafka_python_kwargs())
-    except (KafkaError, OSError, ValueError) as exc:
-        raise IncidentsReadError(connect_error(bootstrap, security, exc)) from exc
-    try:
-        deadline = time.monotonic() + timeout_s
-        parts = consumer.partitions_for_topic(topic)
-        while parts is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-            parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            raise IncidentsReadError(f"topic {topic!r} does not exist on {bootstrap}")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = {tp: off for tp, off in consumer.end_offsets(tps).items() if off > 0}
-        values: list[bytes | None] = []
-        # to the end offsets seen now, then drain what a poll still returns (a few polls at most): some
-        # brokers (Tansu) report the end offset of a multi-record batch short of its last record
-        extra_polls = 3
-        while True:
-            batch = consumer.poll(timeout_ms=500)
-            for tp, recs in batch.items():
-                values.extend(r.value for r in recs)
-            end = {tp: off for tp, off in end.items() if consumer.position(tp) < off}
-            if not end:
-                if not batch or extra_polls == 0:
-                    return values
-                extra_polls -= 1
-            elif time.monotonic() >= deadline:
-                raise IncidentsReadError(f"timed out after {timeout_s:.0f}s reading {topic!r} "
-                                         f"({len(values)} records read, {len(end)} partitions behind)")
-    except KafkaError as exc:
-        raise IncidentsReadError(f"reading {topic!r} from {bootstrap} failed: {exc}") from exc
-    finally:
-        consumer.close()
 
 
 def load_incidents(bootstrap: str, topic: str, timeout_s: float = 10.0,

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from breakers.state_machine import ESCALATED, FORCED_OPEN, HALF_OPEN, OPEN, SHADOW
-from detectors.durations import format_duration, parse_seconds
+from detectors.durations import format_age, format_duration, parse_seconds
 
 #: breaker states worth a row, most severe first (closed is the normal case and omitted)
 STATE_ORDER = (FORCED_OPEN, OPEN, ESCALATED, HALF_OPEN, SHADOW)
@@ -370,22 +370,6 @@ def _opt(v: float | None, percent: bool = False, suffix: str = "") -> str:
     return html.escape(_fmt(v, percent) + suffix)
 
 
-def held_for(seconds: float) -> str:
-    """A short duration for the "for" column.
-
-    >>> held_for(42), held_for(3725), held_for(2 * 86400 + 7200)
-    ('42s', '1h02m', '2d2h')
-    """
-    s = int(max(0.0, seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
-
-
 #: the on-call table's columns, as on the Grafana dashboard's first row
 BREAKER_COLUMNS = ("scope", "state", "budget", "reason", "key evidence", "since (UTC)", "for",
                    "budget left (lowest)", "burn rate 1h (highest)", "runbook section")
@@ -398,7 +382,7 @@ def breaker_table(rows: Sequence[BreakerRow], now: float, css_class: str = "brea
     out = [f'<table class="{esc(css_class)}"><thead><tr>{head}</tr></thead><tbody>']
     for r in rows:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.since)) if r.since is not None else "–"
-        held = held_for(now - r.since) if r.since is not None else "–"
+        held = format_age(now - r.since) if r.since is not None else "–"
         runbook = f"<code>#{esc(r.runbook)}</code>" if r.runbook else "–"
         out.append(f'<tr data-scope="{esc(r.scope)}" data-state="{esc(r.state)}"><td><code>{esc(r.scope)}'
                    f"</code></td><td>{_state_badge(r.state)}</td><td>{esc(r.budget)}</td><td>{esc(r.reason)}</td>"

@@ -63,7 +63,7 @@ from streams.worker.http import drills, routes  # register(ctx) adds agents/rout
 from streams.worker.http import ingest as http_ingest
 from streams.worker.http.api import Api
 from streams.worker.ingest_agent import IngestLoop
-from streams.worker.metrics import CachedSource, Metrics, gauge, ingest_families
+from streams.worker.metrics import Metrics, gauge, ingest_families
 from streams.worker.outage import OutageRecovery
 from streams.worker.partials_publisher import PARTIALS_INTERVAL_S, PartialsPublisher
 from streams.worker.policy_watch import PolicyWatcher
@@ -178,7 +178,7 @@ def create_app(settings: Settings) -> faust.App:
     counters = {"alert_ok": 0, "alert_error": 0, "reload_ok": 0, "reload_error": 0}
 
     metrics.add_source(lambda: ingest_families(pipeline.counters))
-    metrics.add_source(CachedSource(lambda: monitor_families(monitor, settings), ttl_s=settings.metrics_cache_s))
+    metrics.add_cached_source(lambda: monitor_families(monitor, settings), ttl_s=settings.metrics_cache_s)
     metrics.add_source(lambda: breaker_families(monitor, counters))
     metrics.add_source(lambda: [gauge("tripwire_worker_ready", "1 when the worker is ready (see /readyz).", [],
                                       [([], 1.0 if readiness.check()[0] else 0.0)])])

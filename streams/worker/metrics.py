@@ -49,27 +49,39 @@ def ingest_families(counters: IngestCounters) -> Iterable[Metric]:
                               value=counters.messages)
 
 
-class CachedSource:
-    """Re-run an expensive family builder at most every ``ttl_s`` seconds.
+class CachedExposition:
+    """Families from an expensive builder, rendered to exposition text at most every ``ttl_s`` seconds.
 
-    Detector gauges cost a window read per scope; Prometheus scrapes every 15 s and
-    the values move on that scale, so a scrape storm must not steal the ingest CPU.
+    Detector gauges cost a window read per scope, and formatting tens of thousands of series
+    costs more than building them; Prometheus scrapes every 15 s and the values move on that
+    scale. So the *text* is what is cached: a scrape inside the TTL costs a bytes copy, and a
+    scrape storm cannot steal the ingest CPU.
+
+    >>> from prometheus_client.core import GaugeMetricFamily
+    >>> calls = []
+    >>> def build():
+    ...     calls.append(1)
+    ...     g = GaugeMetricFamily("tripwire_x", "x.", labels=["a"]); g.add_metric(["1"], 2.0); return [g]
+    >>> cached = CachedExposition(build, ttl_s=60)
+    >>> b'tripwire_x{a="1"} 2.0' in cached() and cached() is cached(), len(calls)
+    (True, 1)
     """
 
     def __init__(self, fn: Callable[[], Iterable[Metric]], ttl_s: float = 5.0) -> None:
-        self._fn = fn
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(_Source(lambda: list(fn())))
         self.ttl_s = ttl_s
         self._at = -1e18
-        self._cached: list[Metric] = []
+        self._text = b""
 
-    def __call__(self) -> list[Metric]:
+    def __call__(self) -> bytes:
         import time
 
         now = time.monotonic()
         if now - self._at >= self.ttl_s:
-            self._cached = list(self._fn())
+            self._text = generate_latest(self._registry)
             self._at = now
-        return self._cached
+        return self._text
 
 
 class _Source(Collector):
@@ -86,6 +98,7 @@ class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # no `*_created` series: they are noise for dashboards and alerts
         self.registry = CollectorRegistry(auto_describe=False)
+        self._cached: list[CachedExposition] = []
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.decision_latency = Histogram(
@@ -120,8 +133,13 @@ class Metrics:
         """Register a callable that yields metric families at scrape time."""
         self.registry.register(_Source(fn))
 
+    def add_cached_source(self, fn: Callable[[], Iterable[Metric]], ttl_s: float) -> None:
+        """Register an expensive family builder whose rendered text is reused for ``ttl_s`` (:class:`CachedExposition`)."""
+        self._cached.append(CachedExposition(fn, ttl_s))
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The Prometheus text: the live registry, then each cached source's text (family names never repeat)."""
+        return b"".join([generate_latest(self.registry), *(cached() for cached in self._cached)])
 
 
 def gauge(name: str, doc: str, labels: list[str], rows: Iterable[tuple[list[str], float]]) -> GaugeMetricFamily:

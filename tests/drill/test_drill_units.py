@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers.support import REPO, SHARED_DATA
+from helpers.support import REPO, shared_data
 
 from breakers.policy import load_policy
 from streams.ops.backtest import backtest, markdown
@@ -20,7 +20,7 @@ from streams.worker.http.drills import DrillStats
 from streams.engine.monitor import Monitor
 from streams.settings import DEFAULT_POLICY
 
-TOOLEMU = SHARED_DATA / "toolemu-trace-v1.jsonl"
+TOOLEMU_NAME = "toolemu-trace-v1.jsonl"
 
 
 def _feed(monitor: Monitor, agent: str, events: list[dict]) -> None:  # type: ignore[type-arg]
@@ -95,13 +95,11 @@ def test_drill_stats_count_each_drill_once() -> None:
 
 @pytest.fixture(scope="module")
 def toolemu_report() -> dict:  # type: ignore[type-arg]
-    if not TOOLEMU.exists():
-        pytest.skip(f"{TOOLEMU} missing")
-    return backtest(load_policy(DEFAULT_POLICY), TOOLEMU).to_dict()
+    return backtest(load_policy(DEFAULT_POLICY), shared_data(TOOLEMU_NAME)).to_dict()
 
 
 def test_backtest_toolemu_is_deterministic_and_sane(toolemu_report: dict) -> None:  # type: ignore[type-arg]
-    again = backtest(load_policy(DEFAULT_POLICY), TOOLEMU).to_dict()
+    again = backtest(load_policy(DEFAULT_POLICY), shared_data(TOOLEMU_NAME)).to_dict()
     assert json.dumps(again, sort_keys=True) == json.dumps(toolemu_report, sort_keys=True)
     r = toolemu_report
     assert r["rejected"] == {"schema": 12}  # the 12 over-long tool names of the README
@@ -121,7 +119,7 @@ def test_backtest_toolemu_is_deterministic_and_sane(toolemu_report: dict) -> Non
 
 def test_backtest_cli_writes_json_and_markdown(tmp_path: Path) -> None:
     small = tmp_path / "small.jsonl"
-    lines = TOOLEMU.read_text().splitlines()[:1500]
+    lines = shared_data(TOOLEMU_NAME).read_text().splitlines()[:1500]
     small.write_text("\n".join(lines) + "\n")
     argv = [sys.executable, "-m", "streams.cli", "backtest", "--traces", str(small),
             "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]
