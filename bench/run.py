@@ -254,11 +254,12 @@ def bench_tls(broker: EmbeddedBroker, tmp: Path, n: int) -> dict[str, float]:
     return {"tls_events_per_s": tls, "tls_plain_events_per_s": plain, "tls_ratio": tls / plain}
 
 
-def sub_bench(script: str, marker: str, rename: dict[str, str] | None = None) -> dict[str, str]:
-    """Run ``bench/<script>`` and take the ``key=value`` fields of its line starting with ``marker``."""
-    say(f"[{script}] python bench/{script}")
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / script)], capture_output=True, text=True,
-                         cwd=str(ROOT), timeout=300)
+def sub_bench(script: str, marker: str, rename: dict[str, str] | None = None, args: tuple[str, ...] = (),
+              timeout: float = 300) -> dict[str, str]:
+    """Run ``bench/<script> args`` and take the ``key=value`` fields of its line starting with ``marker``."""
+    say(f"[{script}] python bench/{' '.join((script, *args))}")
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,
+                         cwd=str(ROOT), timeout=timeout)
     fields: dict[str, str] = {}
     for line in res.stdout.splitlines():
         if line.startswith(marker):
@@ -279,34 +280,12 @@ def bench_detectors() -> dict[str, str]:
 
 def bench_memory(agents: int) -> dict[str, str]:
     """RSS while ``agents`` distinct agent ids arrive, one event each (bench/bench_memory.py; 1M: make bench-memory)."""
-    say(f"[bench_memory.py] python bench/bench_memory.py --agents {agents}")
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_memory.py"), "--agents", str(agents)],
-                         capture_output=True, text=True, cwd=str(ROOT), timeout=600)
-    fields: dict[str, str] = {}
-    for line in res.stdout.splitlines():
-        if line.startswith("BENCH "):
-            fields.update(kv.partition("=")[::2] for kv in line.split()[1:])
-        else:
-            say("  " + line)
-    if res.returncode != 0:
-        say(res.stderr[-2000:])
-    return fields
+    return sub_bench("bench_memory.py", "BENCH ", args=("--agents", str(agents)), timeout=600)
 
 
 def bench_backtest(events: int) -> dict[str, str]:
     """Backtest rate in-process and for the whole command (bench/bench_backtest.py); minutes on 300k events."""
-    say(f"[bench_backtest.py] python bench/bench_backtest.py --events {events}")
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_backtest.py"), "--events", str(events)],
-                         capture_output=True, text=True, cwd=str(ROOT), timeout=3600)
-    fields: dict[str, str] = {}
-    for line in res.stdout.splitlines():
-        if line.startswith("BENCH_BACKTEST "):
-            fields.update(kv.partition("=")[::2] for kv in line.split()[1:])
-        else:
-            say("  " + line)
-    if res.returncode != 0:
-        say(res.stderr[-2000:])
-    return fields
+    return sub_bench("bench_backtest.py", "BENCH_BACKTEST ", args=("--events", str(events)), timeout=3600)
 
 
 def bench_otlp() -> dict[str, str]:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from helpers.support import WorkerProc, consume_all, wait_for
+from streams.contract.schema import TraceEvent
 
 INVALID_ID = "invalid_id"
 _ids = itertools.count()
@@ -169,3 +170,28 @@ def otlp_request(spans: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
 
 def otlp_incident(agent: str) -> tuple[str, dict[str, Any]]:
     return otlp_span(agent, op="", tool="shell", tripwire__kind="incident", tripwire__severity="critical")
+
+
+class Wall:
+    """A settable wall clock for an engine under test (``Monitor(clock=EventClock(wall))``)."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+_trace_ids = itertools.count()
+
+
+def trace_event(agent: str, ts: float, kind: str = "tool_call", **fields: Any) -> TraceEvent:
+    """A validated event on tool ``shell``: ok calls, critical incidents unless ``fields`` say otherwise."""
+    d: dict[str, Any] = {"schema_version": "1", "event_id": f"h-{next(_trace_ids)}", "ts": int(ts * 1000),
+                         "agent_id": agent, "kind": kind, "tool": "shell"}
+    if kind == "tool_call":
+        d["status"] = "ok"
+    elif kind == "incident":
+        d["severity"] = "critical"
+    d.update(fields)
+    return TraceEvent.model_validate(d)

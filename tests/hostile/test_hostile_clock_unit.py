@@ -13,7 +13,6 @@ of that skew (299 s) and for a deployment that raised the setting.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +25,11 @@ from streams.contract.schema import TraceEvent
 from streams.engine.clock import EventClock
 from streams.engine.monitor import Monitor
 from streams.settings import DEFAULT_POLICY
+from helpers.hostile import Wall, trace_event as ev
 
 POLICY = load_policy(DEFAULT_POLICY)
 T0 = 1_790_000_000.0
-_ids = itertools.count()
 
-
-class Wall:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def ev(agent: str, ts: float, kind: str = "tool_call", **fields: Any) -> TraceEvent:
-    d: dict[str, Any] = {"schema_version": "1", "event_id": f"c-{next(_ids)}", "ts": int(ts * 1000),
-                         "agent_id": agent, "kind": kind, "tool": "shell"}
-    if kind == "tool_call":
-        d["status"] = "ok"
-    elif kind == "incident":
-        d["severity"] = "critical"
-    d.update(fields)
-    return TraceEvent.model_validate(d)
 
 
 def traffic(agent: str, ts: float, calls: int, incidents: int) -> list[TraceEvent]:

@@ -9,7 +9,6 @@ agent as a drill for good (checkpointed), dropping it from every cross-agent sco
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +23,12 @@ from streams.engine.clock import EventClock
 from streams.engine.monitor import Monitor
 from streams.engine.probes import NO_ISSUED_SLOT, UNATTESTED
 from streams.settings import DEFAULT_POLICY
+from helpers.hostile import Wall, trace_event as ev
 
 POLICY = load_policy(DEFAULT_POLICY)
 T0 = 1_790_000_000.0
 SCOPE = "agent:a"
-_ids = itertools.count()
 
-
-class Wall:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def ev(agent: str, ts: float, kind: str = "tool_call", **fields: Any) -> TraceEvent:
-    d: dict[str, Any] = {"schema_version": "1", "event_id": f"p-{next(_ids)}", "ts": int(ts * 1000),
-                         "agent_id": agent, "kind": kind, "tool": "shell"}
-    if kind == "tool_call":
-        d["status"] = "ok"
-    elif kind == "incident":
-        d["severity"] = "critical"
-    d.update(fields)
-    return TraceEvent.model_validate(d)
 
 
 def calls(agent: str, ts: float, n: int, **fields: Any) -> list[TraceEvent]:
