@@ -61,12 +61,33 @@ def generate(path: Path, n: int = 300_000, agents: int = 340, span_s: float = 6 
 
 
 def time_inprocess(path: Path, profile: bool = False) -> tuple[float, dict]:
-    """(seconds, report dict) of one in-process backtest with the default policy."""
+    """(seconds, report dict) of one in-process backtest with the default policy.
+
+    The report dict gets ``_engine``: scope evaluations settled by the batch screen and run exactly.
+    """
+    import streams.ops.backtest as bt
     from breakers.policy import load_policy
     from streams.ops.backtest import backtest
     from streams.settings import DEFAULT_POLICY
 
     policy = load_policy(DEFAULT_POLICY)
+    made: list = []
+    real = bt.Monitor
+    exact = [0]
+
+    def keep(*args, **kwargs):  # the engine's counters, read after the run
+        m = real(*args, **kwargs)
+        inner = m._evaluate_scope
+
+        def counted(*a, **k):
+            exact[0] += 1
+            return inner(*a, **k)
+
+        m._evaluate_scope = counted
+        made.append(m)
+        return m
+
+    bt.Monitor = keep
     if profile:
         import cProfile
         import pstats
@@ -78,10 +99,12 @@ def time_inprocess(path: Path, profile: bool = False) -> tuple[float, dict]:
         prof.disable()
         dt = time.perf_counter() - t
         pstats.Stats(prof).sort_stats("tottime").print_stats(22)
-        return dt, report.to_dict()
-    t = time.perf_counter()
-    report = backtest(policy, path)
-    return time.perf_counter() - t, report.to_dict()
+    else:
+        t = time.perf_counter()
+        report = backtest(policy, path)
+        dt = time.perf_counter() - t
+    bt.Monitor = real
+    return dt, report.to_dict() | {"_engine": {"screened": made[0].screened, "exact": exact[0]}}
 
 
 def time_ingest_only(path: Path) -> float:
@@ -127,9 +150,11 @@ def main() -> None:
         if not path.exists():
             generate(path, args.events, args.agents)
         dt, doc = time_inprocess(path, args.profile)
+        engine = doc.pop("_engine")
         events = doc["events"]
         print(f"[backtest] in-process: {events} events of {args.agents} agents in {dt:.2f}s = {events / dt:,.0f} "
-              f"events/s; {len(doc['transitions'])} transitions", flush=True)
+              f"events/s; {len(doc['transitions'])} transitions; scope evaluations: {engine['screened']:,} settled "
+              f"by the batch screen, {engine['exact']:,} exact", flush=True)
         base = time_ingest_only(path)
         print(f"[backtest] same replay without evaluation (decode + Monitor.ingest only): {events / base:,.0f} events/s; "
               f"evaluation takes {1 - base / dt:.0%} of the backtest", flush=True)
@@ -139,7 +164,8 @@ def main() -> None:
               f"events/s (report identical to the in-process one: {same})", flush=True)
         print(f"BENCH_BACKTEST backtest_events_per_s={events / dt:.0f} backtest_cli_events_per_s={events / wall:.0f} "
               f"backtest_ingest_only_events_per_s={events / base:.0f} backtest_events={events} "
-              f"backtest_transitions={len(doc['transitions'])}", flush=True)
+              f"backtest_transitions={len(doc['transitions'])} backtest_screened={engine['screened']} "
+              f"backtest_exact={engine['exact']}", flush=True)
 
 
 if __name__ == "__main__":

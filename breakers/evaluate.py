@@ -190,12 +190,51 @@ def _rule_action(budget: Budget, rule: WindowRule) -> str:
     return budget.action if rule.severity == "page" else "shadow"
 
 
-def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts: _Counts | None = None) -> Verdict:
-    """Evaluate one budget for one scope."""
+class _Plan:
+    """What one budget's evaluation needs that never changes with the evidence (built once per budget)."""
+
+    __slots__ = ("windows", "labels", "rules", "longest", "longest_label", "period_ok")
+
+    def __init__(self, budget: Budget) -> None:
+        self.windows = sorted({w for r in budget.windows for w in (r.long, r.short) if w is not None})
+        self.labels = {w: format_duration(w) for w in self.windows}
+        #: per rule: (rule, long label, short label or None, (action rank, severity rank))
+        self.rules = [(r, format_duration(r.long), format_duration(r.short) if r.short else None,
+                       (ACTION_RANK[_rule_action(budget, r)], 2 if r.severity == "page" else 1))
+                      for r in budget.windows]
+        self.longest = budget.longest_window
+        self.longest_label = format_duration(self.longest)
+
+
+_PLANS: dict[int, tuple[Budget, _Plan]] = {}
+
+
+def _plan(budget: Budget) -> _Plan:
+    hit = _PLANS.get(id(budget))
+    if hit is None or hit[0] is not budget:
+        if len(_PLANS) > 4096:  # policies reloaded many times: start over
+            _PLANS.clear()
+        hit = _PLANS[id(budget)] = (budget, _Plan(budget))
+    return hit[1]
+
+
+def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts: _Counts | None = None,
+                    detail: bool = True, figures: bool = True) -> Verdict:
+    """Evaluate one budget for one scope.
+
+    ``detail=False``: the same decision and figures (``fired``, ``action``, ``severity``, ``burn_rates``,
+    ``budget_remaining``, ``evidence_sufficient``) without the reason text, the evidence copies and the
+    rule text, which only a transition records (the engine evaluates in detail when a step moves).
+    ``figures=False`` (with ``detail=False``): the decision only — ``fired``, ``action``, ``severity`` and,
+    when it fires, ``burn_rates`` (what :func:`breakers.state_machine.step` reads); a rule whose minimum
+    evidence fails or whose long window is not hot reads no other window, and nothing reads the period
+    (``budget_remaining`` None). The backtest keeps no figures.
+    """
     counts = _counts or _Counts(reader, scope)
     label = _LABEL[budget.signal]
-    windows = sorted({w for r in budget.windows for w in (r.long, r.short) if w is not None})
-    evidence = {format_duration(w): dict(counts.get(w)) for w in windows}
+    plan = _plan(budget)
+    windows = plan.windows
+    evidence = {plan.labels[w]: dict(counts.get(w)) for w in windows} if detail else {}
 
     if budget.signal == "drift":
         longest = counts.get(budget.longest_window)
@@ -203,7 +242,9 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
         active = bool(reader.drift_active(scope))
         enough = raw >= budget.min_evidence.min_bad
         fired = active and enough
-        if fired:
+        if not detail:
+            reason = ""
+        elif fired:
             reason = f"drift detected; {_num(raw)} flags+incidents over {format_duration(budget.longest_window)}"
         elif active:
             reason = f"drift detected but only {_num(raw)} flags+incidents (< {_num(budget.min_evidence.min_bad)})"
@@ -213,14 +254,15 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
                        "page" if fired and budget.action != "shadow" else ("ticket" if fired else None),
                        {}, None, None, evidence, reason, "drift" if fired else None, enough)
 
-    burns = {format_duration(w): _burn(budget, counts.get(w), w) for w in windows}
+    if not (figures or detail):
+        return _decide(budget, scope, counts, plan)
+    burns = {plan.labels[w]: _burn(budget, counts.get(w), w) for w in windows}
     best: tuple[int, int, WindowRule] | None = None
     near_miss_reason = ""
     any_evidence = False
     tails: dict[int, tuple[float, float, float]] = {}
     sufficient: dict[str, bool] = {}
-    for rule in budget.windows:
-        long_l = format_duration(rule.long)
+    for rule, long_l, short_l, rank in plan.rules:
         ok, why = _evidence_ok(budget, counts.get(rule.long))
         any_evidence = any_evidence or ok
         sufficient[long_l] = ok
@@ -233,18 +275,19 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
         else:
             assert rule.burn_rate is not None  # the policy validates one of the two
             long_hot = burns[long_l] > rule.burn_rate + _EPS
-            short_hot = rule.short is None or burns[format_duration(rule.short)] > rule.burn_rate + _EPS
+            short_hot = short_l is None or burns[short_l] > rule.burn_rate + _EPS
         if long_hot and short_hot and not ok and not near_miss_reason:
             near_miss_reason = why
         if long_hot and short_hot and ok:
-            rank = (ACTION_RANK[_rule_action(budget, rule)], 2 if rule.severity == "page" else 1)
             if best is None or rank > best[:2]:
                 best = (rank[0], rank[1], rule)
 
-    longest = budget.longest_window
-    remaining = _period_remaining(budget, counts, reader, scope)
-    tally = _tally(budget, counts.get(longest), format_duration(longest))
+    left = _period_remaining(budget, counts, reader, scope)
     if best is None:
+        if not detail:
+            return Verdict(budget.name, scope, budget.signal, False, None, None, burns, left, budget.period,
+                           evidence, "", None, any_evidence, sufficient)
+        tally = _tally(budget, counts.get(plan.longest), plan.longest_label)
         top = max(burns.values(), default=0.0)
         reason = f"{label} burn ≤ thresholds (max {_fmt(top)}×); {tally}"
         if tails and len(tails) == len(windows):  # Poisson rules only: say how probable the count is
@@ -254,10 +297,13 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
         if near_miss_reason:
             what = "count improbable" if tails else "burn over threshold"
             reason = f"{label} {what} but minimum evidence not met: {near_miss_reason}; {tally}"
-        return Verdict(budget.name, scope, budget.signal, False, None, None, burns, remaining, budget.period,
+        return Verdict(budget.name, scope, budget.signal, False, None, None, burns, left, budget.period,
                        evidence, reason, None, any_evidence, sufficient)
 
     rule = best[2]
+    if not detail:
+        return Verdict(budget.name, scope, budget.signal, True, _rule_action(budget, rule), rule.severity, burns,
+                       left, budget.period, evidence, "", None, True, sufficient)
     long_l = format_duration(rule.long)
     span = long_l + (f"+{format_duration(rule.short)}" if rule.short else "")
     if rule.poisson_alpha is not None:
@@ -275,7 +321,35 @@ def evaluate_budget(budget: Budget, scope: str, reader: EvidenceReader, _counts:
         rule_s = f"{_fmt(rule.burn_rate)}x over {span}"
     text += f"; {_tally(budget, counts.get(rule.long), long_l)}"
     return Verdict(budget.name, scope, budget.signal, True, _rule_action(budget, rule), rule.severity, burns,
-                   remaining, budget.period, evidence, text, rule_s, True, sufficient)
+                   left, budget.period, evidence, text, rule_s, True, sufficient)
+
+
+def _hot(budget: Budget, rule: WindowRule, counts: _Counts) -> bool:
+    """Does ``rule`` burn (or is its count improbable) over its long AND its short window? Long first."""
+    if rule.poisson_alpha is not None:
+        alpha = rule.poisson_alpha
+        return (_tail(budget, counts.get(rule.long), rule.long)[2] < alpha
+                and (rule.short is None or _tail(budget, counts.get(rule.short), rule.short)[2] < alpha))
+    assert rule.burn_rate is not None  # the policy validates one of the two
+    threshold = rule.burn_rate + _EPS
+    return (_burn(budget, counts.get(rule.long), rule.long) > threshold
+            and (rule.short is None or _burn(budget, counts.get(rule.short), rule.short) > threshold))
+
+
+def _decide(budget: Budget, scope: str, counts: _Counts, plan: _Plan) -> Verdict:
+    """:func:`evaluate_budget` with ``figures=False, detail=False``: the same choice of rule, fewer reads."""
+    best: tuple[int, int, WindowRule] | None = None
+    for rule, _, _, rank in plan.rules:
+        if best is not None and rank <= best[:2]:
+            continue  # cannot beat the rule already chosen (ties go to the first, as in evaluate_budget)
+        if _evidence_ok(budget, counts.get(rule.long))[0] and _hot(budget, rule, counts):
+            best = (rank[0], rank[1], rule)
+    if best is None:
+        return Verdict(budget.name, scope, budget.signal, False, None, None, {}, None, budget.period, {}, "")
+    rule = best[2]
+    burns = {plan.labels[w]: _burn(budget, counts.get(w), w) for w in plan.windows}
+    return Verdict(budget.name, scope, budget.signal, True, _rule_action(budget, rule), rule.severity, burns,
+                   None, budget.period, {}, "", None, True)
 
 
 def _tally(budget: Budget, c: Mapping[str, float], window_label: str) -> str:
@@ -294,8 +368,10 @@ def _tally(budget: Budget, c: Mapping[str, float], window_label: str) -> str:
     return f"${g(COST_USD):.2f} in {window_label}"
 
 
-def evaluate(policy: Policy, scope: str, reader: EvidenceReader) -> list[Verdict]:
-    """Verdicts of every budget of ``policy`` that applies to ``scope``.
+def evaluate(policy: Policy, scope: str, reader: EvidenceReader, detail: bool = True,
+             figures: bool = True) -> list[Verdict]:
+    """Verdicts of every budget of ``policy`` that applies to ``scope`` (``detail``, ``figures``: see
+    :func:`evaluate_budget`).
 
     >>> from breakers.policy import parse_policy
     >>> from breakers.evidence import StaticEvidence
@@ -309,4 +385,4 @@ def evaluate(policy: Policy, scope: str, reader: EvidenceReader) -> list[Verdict
     if not budgets:
         return []
     counts = _Counts(reader, scope)
-    return [evaluate_budget(b, scope, reader, counts) for b in budgets]
+    return [evaluate_budget(b, scope, reader, counts, detail, figures) for b in budgets]

@@ -26,10 +26,13 @@ topic). Deployments that value availability over containment set ``fail_mode: op
 """
 from __future__ import annotations
 
+import functools
+
 import fnmatch
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -232,6 +235,19 @@ class ToolNames(_Strict):
     case_fold: bool = False
 
 
+class PolicyMemo:
+    """Per-policy lookups (budget by name) and caches (scope → budgets, tool → canonical name, tool →
+    consequential?), each cache bounded by its user."""
+
+    __slots__ = ("scopes", "tools", "conseq", "by_name")
+
+    def __init__(self, budgets: list[Budget]) -> None:
+        self.by_name = {b.name: b for b in budgets}
+        self.scopes: dict[str, tuple[Budget, ...]] = {}
+        self.tools: dict[str, str] = {}
+        self.conseq: dict[str, bool] = {}
+
+
 class Policy(_Strict):
     """A validated policy. ``policy_version`` is ``version`` or a content hash."""
 
@@ -246,11 +262,19 @@ class Policy(_Strict):
     budgets: list[Budget] = Field(default_factory=list)
 
     _content_hash: str = PrivateAttr(default="")
-    _by_name: dict[str, Budget] = PrivateAttr(default_factory=dict)
-    _scope_cache: dict[str, tuple[Budget, ...]] = PrivateAttr(default_factory=dict)
-    _conseq_cache: dict[str, bool] = PrivateAttr(default_factory=dict)
     _conseq_globs: tuple[str, ...] = PrivateAttr(default=())
-    _tool_cache: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @functools.cached_property
+    def memo(self) -> "PolicyMemo":
+        """Lookup caches of the hot paths, per policy (plain attributes: private ones are slow to read)."""
+        return PolicyMemo(self.budgets)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> "Policy":
+        """pydantic's copy, less the cached lookups (computed again for the copy's own fields)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("memo", None)
+        copy.__dict__.pop("policy_version", None)
+        return copy
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Policy":
@@ -259,7 +283,6 @@ class Policy(_Strict):
             if b.name in seen:
                 raise ValueError(f"duplicate budget name {b.name!r}")
             seen.add(b.name)
-        self._by_name = {b.name: b for b in self.budgets}
         return self
 
     @model_validator(mode="after")
@@ -278,35 +301,36 @@ class Policy(_Strict):
     def canonical_tool(self, name: str) -> str:
         """:func:`breakers.scope.canonical_tool` with this policy's ``tool_names`` (ScopeError if invalid;
         cached, bounded: called for every event's tool)."""
-        hit = self._tool_cache.get(name)
+        hit = self.memo.tools.get(name)
         if hit is None:
             hit = canonical_tool(name, self.tool_names.case_fold)
-            if len(self._tool_cache) > 65536:
-                self._tool_cache.clear()
-            self._tool_cache[name] = hit
+            if len(self.memo.tools) > 65536:
+                self.memo.tools.clear()
+            self.memo.tools[name] = hit
         return hit
 
     def input_scope(self, text: str) -> str:
         """:func:`breakers.scope.input_scope` with this policy's ``tool_names`` (ScopeError if invalid)."""
         return input_scope(text, self.tool_names.case_fold)
 
-    @property
+    @functools.cached_property
     def policy_version(self) -> str:
+        """``version``, else ``sha256:`` and 12 hex of the file (read on every evaluation: computed once)."""
         return self.version or f"sha256:{self._content_hash[:12] or _hash(self.model_dump_json())[:12]}"
 
     def budget(self, name: str | None) -> Budget | None:
         """The budget called ``name`` (None if absent, e.g. after a policy reload)."""
-        return self._by_name.get(name) if name else None
+        return self.memo.by_name.get(name) if name else None
 
     def budgets_for(self, scope: str) -> tuple[Budget, ...]:
         """Budgets whose patterns match ``scope`` (cached per scope string, bounded)."""
-        hit = self._scope_cache.get(scope)
+        hit = self.memo.scopes.get(scope)
         if hit is None:
             parsed = parse_scope(scope)  # ScopeError for an invalid scope
             hit = tuple(b for b in self.budgets if b.applies_to(parsed))
-            if len(self._scope_cache) > 65536:
-                self._scope_cache.clear()
-            self._scope_cache[scope] = hit
+            if len(self.memo.scopes) > 65536:
+                self.memo.scopes.clear()
+            self.memo.scopes[scope] = hit
         return hit
 
     def is_consequential(self, tool: str | None) -> bool:
@@ -316,12 +340,12 @@ class Policy(_Strict):
         """
         if tool is None:
             return False
-        hit = self._conseq_cache.get(tool)
+        hit = self.memo.conseq.get(tool)
         if hit is None:
             hit = any(fnmatch.fnmatchcase(tool, g) for g in self._conseq_globs)
-            if len(self._conseq_cache) > 65536:
-                self._conseq_cache.clear()
-            self._conseq_cache[tool] = hit
+            if len(self.memo.conseq) > 65536:
+                self.memo.conseq.clear()
+            self.memo.conseq[tool] = hit
         return hit
 
 
@@ -460,6 +484,7 @@ def _validate(text: str, filename: str) -> tuple[Policy | None, list[PolicyError
     if errors:
         return None, errors
     policy._content_hash = _hash(text)
+    policy.__dict__.pop("policy_version", None)  # computed before the hash was known: compute again
     return policy, []
 
 

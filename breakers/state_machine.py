@@ -28,6 +28,7 @@ new state and the transitions to append to ``breaker-events``; publish the state
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -303,6 +304,69 @@ def step(state: BreakerState, verdicts: Sequence[Verdict], now: float,
                              f"no result for {missing} probe calls within {policy.probe_timeout}s; re-arming",
                              {"probes_ok": s.probes_ok, "probes_rearmed": missing}, pv))
     return s, out
+
+
+def settled(state: BreakerState, fired: frozenset[str] | set[str], now: float, policy: Policy) -> bool:
+    """Would :func:`step` change nothing, given only the actions that fire (``open``/``escalate``/``shadow``)?
+
+    What a screening evaluator asks before skipping the full evaluation of a scope: a step that
+    changes nothing needs no verdict texts. Conservative: half-open answers False (probes).
+
+    >>> from breakers.policy import parse_policy
+    >>> p = parse_policy("budgets: [{name: nm, signal: near_miss_rate, scopes: ['agent:*'], objective: 0.01}]")
+    >>> settled(BreakerState("agent:a"), frozenset(), 0.0, p), settled(BreakerState("agent:a"), {"shadow"}, 0.0, p)
+    (True, False)
+    >>> settled(BreakerState("agent:a", SHADOW), {"shadow"}, 0.0, p)   # still firing, no quiet time running
+    True
+    """
+    if any(a.expires_at <= now for a in state.approvals):
+        return False
+    kind = state.state
+    if kind == FORCED_OPEN:
+        return True
+    if kind == HALF_OPEN:
+        return False
+    if "open" in fired and kind in (CLOSED, SHADOW, ESCALATED):
+        return False
+    if kind == CLOSED:
+        return not fired
+    if kind == SHADOW and "escalate" in fired:
+        return False
+    if kind in (SHADOW, ESCALATED):
+        if ("escalate" if kind == ESCALATED else "shadow") in fired:
+            return state.clean_since is None
+        return state.clean_since is not None and now - state.clean_since < _budget(policy, state.budget).clear_after
+    return now < state.since + state.cooldown_s  # open
+
+
+def next_deadline(state: BreakerState, policy: Policy) -> float:
+    """The earliest ``now`` at which :func:`step` can change ``state`` without its verdicts changing.
+
+    Right after a step (or an operator action) the state is settled for its verdicts: stepping it
+    again with the same verdicts changes nothing until a timer of the state runs out (an approval
+    expiring, an open breaker's cool-down, escalated/shadow's ``clear_after`` of clean verdicts) —
+    so an evaluator may skip a scope whose evidence did not change until then. Half-open is
+    ``-inf`` (probe results arrive between evaluations: evaluate it every time); a closed or forced-open
+    breaker without approvals has no timer (``inf``).
+
+    >>> from breakers.policy import parse_policy
+    >>> p = parse_policy("budgets: [{name: nm, signal: near_miss_rate, scopes: ['agent:*'], objective: 0.01, cooldown: 5m}]")
+    >>> next_deadline(BreakerState("agent:a", OPEN, since=1000.0, cooldown_s=300.0, budget="nm"), p)
+    1300.0
+    >>> next_deadline(BreakerState("agent:a", SHADOW, clean_since=1000.0, budget="nm"), p)  # clear_after 30 min
+    2800.0
+    >>> next_deadline(BreakerState("agent:a"), p)
+    inf
+    """
+    at = min((a.expires_at for a in state.approvals), default=math.inf)
+    kind = state.state
+    if kind == HALF_OPEN:
+        return -math.inf
+    if kind == OPEN:
+        return min(at, state.since + state.cooldown_s)
+    if kind in (SHADOW, ESCALATED) and state.clean_since is not None:
+        return min(at, state.clean_since + _budget(policy, state.budget).clear_after)
+    return at
 
 
 def probe(state: BreakerState, now: float) -> tuple[BreakerState, bool]:

@@ -24,7 +24,7 @@ tenant prefix (omitting ``X-Tenant`` must dodge nothing), so those are indexed t
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .scope import ScopeError, parse_scope
@@ -50,6 +50,9 @@ class BreakerStates(dict[str, BreakerState]):
         self._tools: dict[str | None, dict[str, str | None]] = {}
         #: tenant-prefixed agent and agent×tool scopes, by agent: scope -> (tenant, tool or None)
         self._tenant_agent: dict[str, dict[str, tuple[str, str | None]]] = {}
+        #: called with (scope, new state or None when removed) after every write: the engine's evaluator
+        #: hears of states set by operators, probes and other workers (``clear`` does not call it)
+        self.on_write: Callable[[str, BreakerState | None], None] | None = None
         self.update(items)
 
     def _add(self, scope: str) -> None:
@@ -75,19 +78,29 @@ class BreakerStates(dict[str, BreakerState]):
         if scope not in self:
             self._add(scope)
         super().__setitem__(scope, state)
+        if self.on_write is not None:
+            self.on_write(scope, state)
 
     def __delitem__(self, scope: str) -> None:
         super().__delitem__(scope)
         self._drop(scope)
+        if self.on_write is not None:
+            self.on_write(scope, None)
 
     def pop(self, scope: str, *default: Any) -> Any:  # type: ignore[override]
-        if scope in self:
+        present = scope in self
+        if present:
             self._drop(scope)
-        return super().pop(scope, *default)
+        out = super().pop(scope, *default)
+        if present and self.on_write is not None:
+            self.on_write(scope, None)
+        return out
 
     def popitem(self) -> tuple[str, BreakerState]:
         scope, state = super().popitem()
         self._drop(scope)
+        if self.on_write is not None:
+            self.on_write(scope, None)
         return scope, state
 
     def setdefault(self, scope: str, default: BreakerState) -> BreakerState:  # type: ignore[override]
@@ -110,6 +123,22 @@ class BreakerStates(dict[str, BreakerState]):
         yield from self._tools.get(agent, ())
         for scope, scope_tenant in self._tools.get(_CROSS, {}).items():
             if scope_tenant is None or scope_tenant == tenant:
+                yield scope
+
+    def agent_scopes(self, agent: str) -> Iterator[str]:
+        """Every recorded scope bound to ``agent``: ``agent:A``, its tool scopes, tenant-prefixed ones.
+
+        >>> states = BreakerStates({"agent:a": BreakerState("agent:a"), "tool:db": BreakerState("tool:db"),
+        ...                         "tenant:t/agent:a/tool:x": BreakerState("tenant:t/agent:a/tool:x")})
+        >>> sorted(states.agent_scopes("a"))
+        ['agent:a', 'tenant:t/agent:a/tool:x']
+        """
+        own = f"agent:{agent}"
+        if own in self:
+            yield own
+        yield from self._tools.get(agent, ())
+        for scope, (_, tool) in self._tenant_agent.get(agent, {}).items():
+            if tool is None:
                 yield scope
 
     def has_tenant_scopes(self, agent: str) -> bool:

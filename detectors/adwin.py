@@ -32,13 +32,12 @@ import math
 from typing import Any, Mapping, Optional
 
 import river
-from river.drift import ADWIN as _RiverADWIN
+# the Rust core river.drift.ADWIN wraps; importing river.drift would load KSWIN and scipy.stats (~0.7 s)
+from river._river_rust.drift import AdaptiveWindowing as _Core
 
 from detectors.base import Detector, StateError
 
 __all__ = ["Adwin"]
-
-_Core = type(_RiverADWIN()._helper)  # river._river_rust.drift.AdaptiveWindowing
 
 
 class Adwin(Detector):

@@ -64,6 +64,8 @@ _ZI = [0] * NI
 _ZF = [0.0] * NF
 #: (key, position in the storage-order vector) in :data:`~detectors.keys.KEYS` order
 _KEY_POS = tuple((k, (INT_KEYS + FLOAT_KEYS).index(k)) for k in KEYS)
+#: position of the ``events`` counter (every counted event bumps it) in a bucket's ints
+_EVENTS_POS = INT_KEYS.index("events")
 
 
 class _Layout:
@@ -338,7 +340,7 @@ class RollingCounts(Detector):
     def _level_sums(self, j: int, lo: int, hi: int) -> list[float]:
         """Per-key sums (storage order: ints then floats) of level ``j`` buckets ``lo..hi``.
 
-        Strided slices of the flat arrays, summed in C by ``sum``: a window is at most a
+        Strided memoryviews of the flat arrays, summed in C by ``sum``: a window is at most a
         few dozen buckets, where numpy's per-call overhead would cost more than the sums.
         """
         lay = self._lay
@@ -349,13 +351,14 @@ class RollingCounts(Detector):
         cnt = min(hi - lo + 1, n)
         spans = ((s0, min(s0 + cnt, n)),) if s0 + cnt <= n else ((s0, n), (0, s0 + cnt - n))
         out = [0.0] * (NI + NF)
-        for a, z in spans:
-            ia, iz = ib + a * NI, ib + z * NI
-            fa, fz = fb + a * NF, fb + z * NF
-            for k in range(NI):
-                out[k] += sum(i[ia + k:iz:NI])
-            for k in range(NF):
-                out[NI + k] += sum(f[fa + k:fz:NF])
+        with memoryview(i) as mi, memoryview(f) as mf:  # strided views: no copies
+            for a, z in spans:
+                ia, iz = ib + a * NI, ib + z * NI
+                fa, fz = fb + a * NF, fb + z * NF
+                for k in range(NI):
+                    out[k] += sum(mi[ia + k:iz:NI])
+                for k in range(NF):
+                    out[NI + k] += sum(mf[fa + k:fz:NF])
         return out
 
     # ------------------------------------------------------------------ reads
@@ -389,6 +392,45 @@ class RollingCounts(Detector):
         """
         v = self.window_vector(window_s, now)
         return {k: float(v[i]) for k, i in _KEY_POS}
+
+    def window_expiry(self, window_s: float, now: float) -> float:
+        """The earliest read time after ``now`` at which the window's totals change without new events.
+
+        That is when the window's oldest non-empty bucket leaves it (``inf`` when the window is
+        empty): until then :meth:`window_vector` at any later time returns what it returns at
+        ``now``. An evaluator re-reads a quiet scope then, not on every tick.
+
+        >>> from detectors.testing import Ev
+        >>> rc = RollingCounts(); t0 = 1_700_000_080.0            # 40 s into a minute
+        >>> _ = rc.add_event(Ev("tool_call", t0))
+        >>> rc.window_expiry(300, now=t0) - t0                    # 1-min buckets: the event's bucket leaves 5 min on
+        260.0
+        >>> rc.window_vector(300, t0 + 259.9) == rc.window_vector(300, t0), rc.window_vector(300, t0 + 260)[0]
+        (True, 0.0)
+        >>> rc.window_expiry(300, now=t0 + 260)
+        inf
+        """
+        h0 = self._h0
+        if h0 is None:
+            return math.inf
+        lay = self._lay
+        j, nb = lay.cfg.window_level(window_s)
+        if now < self._wm:
+            now = self._wm
+        g, n = lay.g[j], lay.n[j]
+        head = h0 if j == 0 else (h0 * lay.g0) // g
+        lo = max(int(now // g) - nb, head - n) + 1
+        if lo > head:
+            return math.inf
+        i = self._i
+        base = lay.ibase[j] + _EVENTS_POS
+        for c in range(lo, head):
+            if i[base + (c % n) * NI]:
+                return float((c + nb) * g)
+        # the head bucket: at a coarse level the fine head is not rolled up yet, but it belongs there
+        if i[base + (head % n) * NI] or (j and i[(h0 % lay.L0) * NI + _EVENTS_POS]):
+            return float((head + nb) * g)
+        return math.inf
 
     def first_seen(self, window_s: float, now: float) -> Optional[float]:
         """Start of the oldest non-empty bucket of the window ending at ``now`` (None: the window is empty).

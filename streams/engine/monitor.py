@@ -22,14 +22,17 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import orjson
 
 from breakers.evaluate import evaluate
 from breakers.policy import Policy
 from breakers.scope import Scope
-from breakers.state_machine import CLOSED, TRIPWIRE, BreakerState, step
+from breakers.screen import needed_sums, screen
+from breakers.state_machine import CLOSED, HALF_OPEN, TRIPWIRE, BreakerState, next_deadline, settled, step
 from breakers.state_table import BreakerStates
 from detectors import AgentDrift, DriftReport, RollingCounts, window_label
+from detectors.batch import RingBatch
 from detectors.config import CountsConfig
 from streams.contract.internal_auth import BAD_SIGNATURE, BREAKER_STATE, UNAUTHENTICATED, Headers, RecordAuth
 from streams.contract.schema import TraceEvent
@@ -42,6 +45,7 @@ from streams.engine.labels import OTHER, LabelCap
 from streams.engine.pacing import EvaluationPacer
 from streams.engine.partials import Partials
 from streams.engine.probes import HalfOpenProbes
+from streams.engine.rechecks import Rechecks
 from streams.engine.readouts import TOTAL_KINDS, NearMissRow, near_miss_rows
 from streams.engine.scope_counts import ScopeCounts
 from streams.engine.scopes import ScopeIndex
@@ -62,10 +66,12 @@ class Monitor:
 
     def __init__(self, policy: Policy, lateness_s: float = 300.0, clock: EventClock | None = None,
                  max_agents: int = 200, max_tools: int = 200, tuning: EngineTuning | None = None,
-                 simulate_gateway: bool = False) -> None:
+                 simulate_gateway: bool = False, figures: bool = True) -> None:
         """``clock``: the wall clock decisions run on (the backtest's is simulated); ``simulate_gateway``:
         the backtest only (no gateway in a replay): an observed good tool_call in half-open takes a probe
-        slot itself, as authz would have (:class:`HalfOpenProbes`)."""
+        slot itself, as authz would have (:class:`HalfOpenProbes`); ``figures=False`` (the backtest): no
+        per-scope figures for /metrics (:attr:`last_verdicts`, budget left), which decide nothing."""
+        self.figures = figures
         self.policy = policy
         self.tuning = tuning = tuning or EngineTuning()
         self.config = CountsConfig(lateness_s=lateness_s)
@@ -113,6 +119,17 @@ class Monitor:
         #: parse), ``malformed`` (no finite ``updated_at``) and ``future_updated_at`` (dated past the wall clock
         #: + ``tuning.state_future_skew_s``)
         self.ignored_remote_states: Counter[str] = Counter({r: 0 for r in IGNORED_STATE_REASONS})
+        #: breakers not closed, by when they must be evaluated again absent new events (:mod:`~streams.engine.rechecks`)
+        self.rechecks = Rechecks()
+        #: scope → (windows its budgets read, has a drift budget): what can change its verdicts as time passes
+        self._scope_windows: dict[str, tuple[tuple[int, ...], bool]] = {}
+        self._deciding_cross = False
+        #: scope evaluations a batch screen settled without the exact evaluation (``figures=False`` only)
+        self.screened = 0
+        self._settling = False  # True while an evaluation writes its own result (not an outside write)
+        #: half-open scopes (a superset after ``states.clear()``): no event is a probe result while it is empty
+        self._half_open: set[str] = set()
+        self.states.on_write = self._state_written
 
     def set_policy(self, policy: Policy) -> None:
         """Swap the policy in force (reload); every known scope is re-evaluated on the next tick."""
@@ -120,6 +137,7 @@ class Monitor:
         self._cost_urgent = any(b.signal == "cost" for b in policy.budgets)
         self.table.set_drill_prefix(policy.drill_prefix)
         self.counts.set_policy(policy)
+        self._scope_windows.clear()
         wake = self.pacing.wake
         wake(self.counts.cross_scopes)
         wake(self.states)
@@ -208,7 +226,7 @@ class Monitor:
                      report.detector, report.before, report.after)
         st.reliability.update(ev)
         self.dirty_agents[agent_id] = None
-        if self.states:
+        if self._half_open:
             self._pending_changes += self.probes.record(ev, attested, st.drill, self.states, self.clock.now,
                                                         self.policy)
 
@@ -294,9 +312,11 @@ class Monitor:
         wall = time.time() if wall is None else wall
         reader = self._reader(now)
         changes, self._pending_changes = self._pending_changes, []
-        enforcing = [scope for scope, st in self.states.items() if st.state != CLOSED and self._owns(scope)]
         policy = self.policy
-        for scope in self.pacing.due(wall, enforcing):
+        due: Iterable[str] = self.pacing.due(wall, self._enforcing_due(now))
+        if not self.figures:  # no /metrics figures wanted (the backtest): settle what a batch screen can
+            due = self._screened(due, now, wall)
+        for scope in due:
             try:
                 if not policy.budgets_for(scope) and scope not in self.states:
                     continue
@@ -305,22 +325,204 @@ class Monitor:
                     continue  # a cross-agent scope another worker decides
                 self.pacing.evaluated(scope, wall)
                 change = self._evaluate_scope(scope, typed, reader, now, wall)
+                self._reschedule(scope, typed, now)
             except Exception as exc:  # noqa: BLE001 - one scope never stops the loop or the worker
                 self._failed(scope, "evaluating", exc)
+                st = self.states.get(scope)
+                if st is not None and st.state != CLOSED:
+                    self.rechecks.schedule(scope, now)  # retried next tick, as before the rechecks
                 continue
             if change is not None:
                 changes.append(change)
         self._keep_cap()  # agents restored to be evaluated go back out past the cap
         return changes
 
+    # ------------------------------------------------------------------ screening many scopes at once
+    #: fewest scopes of one budget set worth a batch read (below it the exact evaluation is as cheap)
+    SCREEN_MIN = 16
+
+    def _screened(self, due: Iterable[str], now: float, wall: float) -> list[str]:
+        """The scopes of ``due`` the exact evaluation must see; the others are settled here.
+
+        Agent-bound scopes are read in one batch per budget set (:class:`detectors.batch.RingBatch`) and
+        screened (:func:`breakers.screen.screen`): a scope whose fired actions are certain and whose state
+        is :func:`~breakers.state_machine.settled` for them would not change, so it is only rescheduled.
+        Everything else (undecided, half-open, reset baselines, spilled or cross-agent) is returned.
+        """
+        policy, states, counts = self.policy, self.states, self.counts
+        exact: list[str] = []
+        groups: dict[tuple[int, ...], list[tuple[str, Scope, BreakerState | None, RollingCounts, AgentState]]] = {}
+        budget_sets: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        for scope in due:
+            typed = self.scopes.get(scope)
+            budgets = policy.budgets_for(scope) if typed is not None else ()
+            st = states.get(scope)
+            if (typed is None or typed.agent is None or typed.tenant is not None or not budgets
+                    or (st is not None and st.state == HALF_OPEN) or scope in self.reset_baselines.by_scope
+                    or typed.agent not in self.agents):
+                exact.append(scope)
+                continue
+            parts = counts.counts_for(typed)
+            if len(parts) != 1:
+                exact.append(scope)
+                continue
+            rc, agent = parts[0]
+            key = tuple(map(id, budgets))  # budgets are not hashable; the policy's objects are shared
+            budget_sets[key] = budgets
+            groups.setdefault(key, []).append((scope, typed, st, rc, agent))
+        active_s = self.tuning.drift_active_s
+        for key, items in groups.items():
+            budgets = budget_sets[key]
+            if len(items) < self.SCREEN_MIN:
+                exact.extend(item[0] for item in items)
+                continue
+            try:
+                nows = [agent_now(agent.lag_s, now) for _, _, _, _, agent in items]
+                batch = RingBatch([rc for _, _, _, rc, _ in items])
+                sums = {w: dict(zip(keys, batch.window_sums(w, nows, keys).T))
+                        for w, keys in needed_sums(budgets).items()}
+                drift = np.array([bool(a.last_drift_ts) and t - a.last_drift_ts <= active_s
+                                  for (_, _, _, _, a), t in zip(items, nows)])
+                verdicts = screen(budgets, sums, drift)
+            except Exception as exc:  # noqa: BLE001 - the exact path still decides every scope
+                self._failed(items[0][0], "screening", exc)
+                exact.extend(item[0] for item in items)
+                continue
+            horizons = None
+            for i, ((scope, typed, st, _, _), fired) in enumerate(zip(items, verdicts)):
+                if fired is None or not (settled(st, fired, now, policy) if st is not None else not fired):
+                    exact.append(scope)
+                    continue
+                self.pacing.evaluated(scope, wall)
+                self.screened += 1
+                if st is None or st.state == CLOSED:
+                    self.rechecks.cancel(scope)
+                    continue
+                if horizons is None:  # _evidence_horizon of every scope of the batch, at once
+                    horizons = self._batch_horizons(scope, batch, nows, items)
+                self._reschedule(scope, typed, now, float(horizons[i]))
+        return exact
+
+    def _batch_horizons(self, scope: str, batch: RingBatch, nows: list[float],
+                        items: list[tuple[str, Scope, BreakerState | None, RollingCounts, AgentState]]) -> np.ndarray:
+        """:meth:`_evidence_horizon` of each scope of a screened batch (one budget set, no reset baselines)."""
+        windows, drift = self._windows_of(scope)
+        lags = np.array([agent.lag_s for *_, agent in items], dtype=np.float64)
+        at = np.full(len(items), np.inf)
+        for w in windows:
+            at = np.minimum(at, batch.window_expiry(w, nows) + lags)
+        if drift:
+            active_s = self.tuning.drift_active_s
+            for i, (*_, agent) in enumerate(items):
+                t = agent.last_drift_ts
+                if t and nows[i] - t <= active_s:
+                    at[i] = min(at[i], t + active_s + agent.lag_s)
+        return at - 1e-6
+
+    # ------------------------------------------------------------------ which breakers not closed are due
+    def _enforcing_due(self, now: float) -> list[str]:
+        """Breakers not closed to evaluate this tick though no event woke them (:mod:`~streams.engine.rechecks`)."""
+        if self.tuning.evaluate_unchanged:  # the reference rule: every one, every tick
+            return [scope for scope, st in self.states.items() if st.state != CLOSED and self._owns(scope)]
+        due = self.rechecks.due(now)
+        deciding = self.counts.decides_cross()
+        if deciding and not self._deciding_cross:  # this worker just became the decider of cross-agent scopes
+            due += [scope for scope, st in self.states.items()
+                    if st.state != CLOSED and self.scopes.agent_of(scope) is None]
+        self._deciding_cross = deciding
+        return due
+
+    def _state_written(self, scope: str, st: BreakerState | None) -> None:
+        """A state set by an operator, a probe or another worker: a breaker not closed is evaluated next tick."""
+        if st is not None and st.state == HALF_OPEN:
+            self._half_open.add(scope)
+        else:
+            self._half_open.discard(scope)
+        if self._settling:
+            return
+        self.rechecks.cancel(scope)
+        if st is not None and st.state != CLOSED:
+            self.pacing.urgent.add(scope)
+
+    def _wake_agent(self, agent_id: str) -> None:
+        """The agent's breakers not closed are evaluated next tick (its state just became this worker's)."""
+        states = self.states
+        if states:
+            self.pacing.urgent.update(sc for sc in states.agent_scopes(agent_id) if states[sc].state != CLOSED)
+
+    def _reschedule(self, scope: str, typed: Scope, now: float, horizon: float | None = None) -> None:
+        """After evaluating ``scope``: when to evaluate it again if no event, probe or operator wakes it
+        (``horizon``: its :meth:`_evidence_horizon`, when the caller computed it already)."""
+        st = self.states.get(scope)
+        if st is None or st.state == CLOSED or self.tuning.evaluate_unchanged:
+            self.rechecks.cancel(scope)
+            return
+        at = next_deadline(st, self.policy)
+        if at > now:
+            if typed.agent is None or typed.tenant is not None:
+                at = now  # cross-agent sums and tenant-prefixed scopes (which no event wakes): every tick
+            else:
+                at = min(at, self._evidence_horizon(scope, typed, now) if horizon is None else horizon)
+        self.rechecks.schedule(scope, at)
+
+    def _windows_of(self, scope: str) -> tuple[tuple[int, ...], bool]:
+        hit = self._scope_windows.get(scope)
+        if hit is None:
+            windows: set[int] = set()
+            drift = False
+            for b in self.policy.budgets_for(scope):
+                if b.signal == "drift":
+                    drift = True
+                    windows.add(b.longest_window)
+                else:
+                    windows.update(w for r in b.windows for w in (r.long, r.short) if w)
+            if len(self._scope_windows) > self.tuning.scope_cache_max:
+                self._scope_windows.clear()
+            hit = self._scope_windows[scope] = (tuple(sorted(windows)), drift)
+        return hit
+
+    def _evidence_horizon(self, scope: str, typed: Scope, now: float) -> float:
+        """The first instant the verdicts of an agent-bound scope can change without new events.
+
+        When the oldest non-empty bucket of one of its budgets' windows leaves it (at the agent's own lag),
+        its drift signal goes quiet, or an operator reset's baseline leaves a window. A hair early: an
+        evaluation before anything changed decides nothing, one after a change would be late.
+        """
+        windows, drift = self._windows_of(scope)
+        t = math.inf
+        active_s = self.tuning.drift_active_s
+        for rc, st in self.counts.counts_for(typed):
+            lag = st.lag_s
+            read_at = agent_now(lag, now)
+            for w in windows:
+                e = rc.window_expiry(w, read_at) + lag
+                if e < t:
+                    t = e
+            if drift and st.last_drift_ts and read_at - st.last_drift_ts <= active_s:
+                t = min(t, st.last_drift_ts + active_s + lag)
+        base = self.reset_baselines.by_scope.get(scope)
+        if base is not None:
+            for w in windows:
+                if now - base[0] < w:
+                    t = min(t, base[0] + w)
+        return t - 1e-6
+
     def _evaluate_scope(self, scope: str, typed: Scope, reader: EvidenceAt, now: float, wall: float) -> Change | None:
         policy = self.policy
-        verdicts = evaluate(policy, scope, reader)
-        self.last_verdicts[scope] = [VerdictSummary.of(v) for v in verdicts]
+        verdicts = evaluate(policy, scope, reader, detail=False, figures=self.figures)  # the decision, no texts
+        if self.figures:
+            self.last_verdicts[scope] = [VerdictSummary.of(v) for v in verdicts]
         old = self.states.get(scope) or BreakerState.initial(scope, now, policy)
         new, transitions = step(old, verdicts, now, policy)
+        if transitions:  # the same decision again, with the reasons and evidence the transitions record
+            verdicts = evaluate(policy, scope, reader)
+            new, transitions = step(old, verdicts, now, policy)
         if transitions or (scope in self.states and new != old):
-            self.states[scope] = new
+            self._settling = True
+            try:
+                self.states[scope] = new
+            finally:
+                self._settling = False
             for t in transitions:
                 self.transitions_total[(t.from_state, t.to_state)] += 1
             agent = self.agents.get(typed.agent) if typed.agent is not None else None
@@ -432,6 +634,8 @@ class Monitor:
                         ascii(st.scope[:300]), ascii(f"{st.updated_at - time.time():.0f}"))
             return
         cur = self.states.get(st.scope)
+        if cur is not None and st == cur:
+            return  # this worker's own record coming back (or a duplicate): nothing new
         if cur is None or st.updated_at >= cur.updated_at:
             if (st.state == CLOSED and st.actor not in (None, "", TRIPWIRE)
                     and cur is not None and cur.state != CLOSED):
@@ -453,6 +657,7 @@ class Monitor:
         st = self.table.restore(key, value)
         if st is None:
             return
+        self._wake_agent(st.agent_id)
         if not st.drill:  # its counts feed cross-agent scopes even before its next event
             for tool in (None, *st.tools):
                 self.counts.cross_for(tool, st.tenant)
@@ -469,7 +674,11 @@ class Monitor:
     def _admit(self, agent_id: str, partition: int) -> AgentState:
         """A live state for an agent that has none: its spilled state restored, else a new one (cap kept first)."""
         self._keep_cap(room=1)
-        return self.table.unspill(agent_id) or self.table.create(agent_id, partition)
+        st = self.table.unspill(agent_id)
+        if st is None:
+            st = self.table.create(agent_id, partition)
+            self._wake_agent(agent_id)  # breakers of an agent new to this worker: evaluated next tick
+        return st
 
     def _keep_cap(self, room: int = 0) -> None:
         """Spill the least recently seen agents while more than ``max_live_agents - room`` are live.

@@ -27,6 +27,12 @@ class EngineTuning(BaseModel):
         0.1, ge=0,
         description="CPU time one evaluation tick may spend; past it the remaining scopes wait for the next tick "
         "(least recently evaluated first), so ingest keeps up when thousands of scopes change at once")
+    evaluate_unchanged: bool = Field(
+        False,
+        description="evaluate every breaker that is not closed on every tick, also when none of its windows, "
+        "drift signal or timers can have changed since its last evaluation (the earlier rule: the same "
+        "decisions for many more evaluations; the default evaluates such a breaker when its next window "
+        "bucket leaves or its next timer runs out, and at once on its events, probes and operator actions)")
     sort_above: int = Field(
         500, ge=0,
         description="with more candidate scopes than this in one tick, they are evaluated least recently "

@@ -231,7 +231,7 @@ def backtest(policy: Policy, traces: Path, step_s: float = 10.0, idle_step_s: fl
     now = [events[0].ts if events else 0.0]
     # no per-tick CPU budget: how fast the replay runs never changes what it decides (see the module docstring)
     monitor = Monitor(policy, clock=EventClock(wall=lambda: now[0]), simulate_gateway=True,
-                      tuning=EngineTuning(eval_budget_s=math.inf))
+                      tuning=EngineTuning(eval_budget_s=math.inf), figures=False)
     _tally_agents(report, events)
 
     def tick(t: float) -> None:

@@ -387,3 +387,68 @@ def test_forced_open_never_left_without_reset(sm_policy, ops):
             assert not decide({s.scope: s}, "a", "ls", None, now, sm_policy).allow
         assert s.cooldown_s <= 480
         assert BreakerState.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+# ------------------------------------------------------------------ next_deadline: settled between timers
+FIRED_SETS = st.lists(st.sampled_from([OPEN_V, ESC_V, SHD_V]), unique_by=lambda v: v.budget, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(history=st.lists(st.tuples(FIRED_SETS, st.floats(0.5, 4000.0)), min_size=1, max_size=8),
+       probes_ok=st.integers(0, 4), approval_ttl=st.one_of(st.none(), st.floats(1.0, 5000.0)),
+       probes=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=5))
+def test_a_settled_state_does_not_change_before_its_deadline(history, probes_ok, approval_ttl, probes):
+    """The engine skips scopes whose evidence did not change until ``next_deadline`` (decisions unchanged).
+
+    Drive a breaker through random verdict sets; after each step, stepping it again with the same
+    verdicts at any time before ``next_deadline`` must change nothing (except half-open, which is
+    always re-evaluated), and at the deadline a step is allowed to act.
+    """
+    from breakers.policy import parse_policy
+    from breakers.state_machine import next_deadline
+    from helpers.breakers import SM_POLICY
+
+    policy = parse_policy(SM_POLICY, "sm.yaml")
+    s, now = BreakerState.initial("agent:a", T0, policy), T0
+    for fired, dt in history:
+        now += dt
+        if s.state == "half_open":  # probe results arrive between evaluations
+            s = s.__class__(**{**{f: getattr(s, f) for f in s.__slots__}, "probes_ok": probes_ok})
+        if s.state == "escalated" and approval_ttl is not None and not s.approvals:
+            s, _ = approve(s, "ops", "checked the traces", now, approval_ttl)
+        s, _ = step(s, fired, now, policy)
+        deadline = next_deadline(s, policy)
+        if s.state == "half_open":
+            assert deadline == float("-inf")
+            continue
+        for p in probes:
+            t = now + p * (min(deadline, now + 10 * 86400) - now)
+            if t < deadline:
+                again, transitions = step(s, fired, t, policy)
+                assert again == s and transitions == [], (s.state, t - now, deadline - now)
+
+
+@settings(max_examples=400, deadline=None)
+@given(history=st.lists(st.tuples(FIRED_SETS, st.floats(0.5, 4000.0)), min_size=1, max_size=8),
+       probe_fired=FIRED_SETS, later=st.floats(0.0, 8000.0), approval_ttl=st.one_of(st.none(), st.floats(1.0, 5000.0)))
+def test_settled_is_exactly_when_a_step_changes_nothing(history, probe_fired, later, approval_ttl):
+    """breakers.state_machine.settled (what the backtest's screen asks) = step leaves the state as it is."""
+    from breakers.policy import parse_policy
+    from breakers.state_machine import settled
+    from helpers.breakers import SM_POLICY
+
+    policy = parse_policy(SM_POLICY, "sm.yaml")
+    s, now = BreakerState.initial("agent:a", T0, policy), T0
+    for fired, dt in history:
+        now += dt
+        if s.state == "escalated" and approval_ttl is not None and not s.approvals:
+            s, _ = approve(s, "ops", "checked the traces", now, approval_ttl)
+        s, _ = step(s, fired, now, policy)
+    t = now + later
+    new, transitions = step(s, probe_fired, t, policy)
+    unchanged = new == s and transitions == []
+    answer = settled(s, frozenset(v.action for v in probe_fired), t, policy)
+    if s.state == "half_open":
+        assert answer is False
+    else:
+        assert answer == unchanged, (s.state, [v.action for v in probe_fired], later)

@@ -193,3 +193,76 @@ def test_one_in_two_never_trips_even_without_min_calls():
     p = _policy("signal: near_miss_rate, objective: 0.001, min_evidence: {min_calls: 0}")
     assert not evaluate(p, "agent:a", burst("agent:a", tool_calls=2, near_misses=1))[0].fired
     assert evaluate(p, "agent:a", burst("agent:a", tool_calls=40, near_misses=10))[0].fired
+
+
+# ------------------------------------------------------------------ the engine's lean evaluation decides the same
+_WINDOWS = (300, 1800, 3600, 21600, 259200)
+_counts_st = st.fixed_dictionaries({
+    "tool_calls": st.integers(0, 400), "llm_calls": st.integers(0, 100), "near_misses": st.integers(0, 120),
+    "near_misses_weighted": st.integers(0, 600), "incidents": st.integers(0, 30),
+    "incidents_critical": st.integers(0, 30), "errors": st.integers(0, 100),
+    "cost_usd": st.floats(0, 500, allow_nan=False)})
+
+
+@settings(max_examples=300, deadline=None)
+@given(per_window=st.lists(_counts_st, min_size=len(_WINDOWS), max_size=len(_WINDOWS)), drift=st.booleans(),
+       scope=st.sampled_from(["agent:a", "agent:a/tool:shell"]))
+def test_lean_evaluation_decides_what_the_full_one_does(default_policy, per_window, drift, scope):
+    """``detail=False, figures=False`` (the backtest) and ``detail=False`` (the worker's first pass) give the
+    fired flag, action and severity of the full evaluation, and its burn rates whenever the budget fires
+    (what :func:`breakers.state_machine.step` reads); ``detail=False`` keeps every /metrics figure."""
+    ev = StaticEvidence()
+    for w, counts in zip(_WINDOWS, per_window):
+        ev.set(scope, w, **counts)
+    if drift:
+        ev.drift.add(scope)
+    full = evaluate(default_policy, scope, ev)
+    lean = evaluate(default_policy, scope, ev, detail=False)
+    bare = evaluate(default_policy, scope, ev, detail=False, figures=False)
+    for f, l, b in zip(full, lean, bare):
+        assert (f.fired, f.action, f.severity) == (l.fired, l.action, l.severity) == (b.fired, b.action, b.severity)
+        assert (l.burn_rates, l.budget_remaining, l.evidence_sufficient) == (
+            f.burn_rates, f.budget_remaining, f.evidence_sufficient)
+        if f.fired:
+            assert b.burn_rates == f.burn_rates
+
+
+@settings(max_examples=150, deadline=None)
+@given(scopes=st.lists(st.tuples(st.lists(_counts_st, min_size=len(_WINDOWS), max_size=len(_WINDOWS)), st.booleans()),
+                       min_size=1, max_size=12),
+       scope=st.sampled_from(["agent:a", "agent:a/tool:shell"]))
+def test_the_screen_is_never_wrong_when_it_is_sure(default_policy, scopes, scope):
+    """breakers.screen: a decided scope fires exactly the actions evaluate() fires (None = not sure, allowed)."""
+    import numpy as np
+
+    from breakers.screen import needed_sums, screen
+
+    budgets = default_policy.budgets_for(scope)
+    need = needed_sums(budgets)
+    sums = {w: {k: np.array([float(per_window[_WINDOWS.index(w)][k]) for per_window, _ in scopes]) for k in keys}
+            for w, keys in need.items()}
+    got = screen(budgets, sums, np.array([drift for _, drift in scopes]))
+    for (per_window, drift), decided in zip(scopes, got):
+        ev = StaticEvidence()
+        for w, counts in zip(_WINDOWS, per_window):
+            ev.set(scope, w, **counts)
+        if drift:
+            ev.drift.add(scope)
+        want = frozenset(v.action for v in evaluate(default_policy, scope, ev) if v.fired)
+        if decided is not None:
+            assert decided == want, (decided, want, per_window)
+
+
+def test_the_screen_decides_clear_cases(default_policy):
+    """Far from every threshold the screen is sure (else it would save nothing)."""
+    import numpy as np
+
+    from breakers.screen import needed_sums, screen
+
+    budgets = default_policy.budgets_for("agent:a")
+    quiet = {"tool_calls": 300.0, "llm_calls": 0.0, "near_misses": 2.0, "near_misses_weighted": 2.0, "incidents": 0.0,
+             "incidents_critical": 0.0, "errors": 0.0, "cost_usd": 0.0}
+    slow = dict(quiet, near_misses=40.0, near_misses_weighted=45.0)  # ~0.15 per call: the 3d slow-burn (shadow)
+    rows = [quiet, slow]
+    sums = {w: {k: np.array([r[k] for r in rows]) for k in keys} for w, keys in needed_sums(budgets).items()}
+    assert screen(budgets, sums, np.array([False, False])) == [frozenset(), frozenset({"shadow"})]

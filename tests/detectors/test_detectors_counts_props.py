@@ -112,3 +112,74 @@ def test_bucket_sums_and_state_identity(items, extra):
     s1 = rc.to_state()
     s2 = RollingCounts.from_state(orjson.loads(orjson.dumps(s1)), CFG).to_state()
     assert s1 == s2
+
+
+@SETTINGS
+@given(st.lists(ev_st, min_size=0, max_size=40), st.lists(step_st, min_size=40, max_size=40),
+       st.integers(0, 4 * 86400), st.lists(st.floats(0.0, 1.0), min_size=1, max_size=6))
+def test_window_expiry_is_the_next_change_of_a_quiet_window(specs, steps, after, probes):
+    """Between a read at ``now`` and ``window_expiry`` no read differs; at the expiry one does.
+
+    This is what lets the engine skip re-evaluating a quiet scope until then (decisions unchanged).
+    """
+    rc = RollingCounts(CFG)
+    for ev in make_events(specs, steps):
+        rc.add_event(ev)
+    now = (rc.watermark or T0) + after
+    for w in WINDOWS[:-1]:
+        at_now = rc.window_vector(w, now)
+        expiry = rc.window_expiry(w, now)
+        assert expiry > now
+        if math.isinf(expiry):
+            assert rc.window_vector(w, now + 40 * 86400) == at_now  # never changes again
+            continue
+        for p in probes:  # any time strictly before the expiry reads the same
+            t = now + p * (expiry - now)
+            if t < expiry:
+                assert rc.window_vector(w, t) == at_now, (w, now, t, expiry)
+        assert rc.window_vector(w, expiry) != at_now  # the oldest non-empty bucket has left
+
+
+#: several scopes: (event specs, time steps, seconds after the last event to read at)
+scopes_st = st.lists(st.tuples(st.lists(ev_st, min_size=0, max_size=25), st.lists(step_st, min_size=25, max_size=25),
+                               st.integers(0, 2 * 86400)), min_size=1, max_size=5)
+
+
+def filled(scopes):
+    """(RollingCounts, read time) per scope of ``scopes_st``."""
+    rcs, nows = [], []
+    for specs, steps, after in scopes:
+        rc = RollingCounts(CFG)
+        for ev in make_events(specs, steps):
+            rc.add_event(ev)
+        rcs.append(rc)
+        nows.append((rc.watermark or T0) + after)
+    return rcs, nows
+
+
+@SETTINGS
+@given(scopes_st)
+def test_a_batch_read_equals_the_per_scope_reads(scopes):
+    """RingBatch.window_sums (numpy, many scopes at once) = RollingCounts.window_vector of each, every window."""
+    from detectors.batch import RingBatch
+
+    rcs, nows = filled(scopes)
+    batch = RingBatch(rcs)
+    keys = list(INT_KEYS) + list(FLOAT_KEYS)
+    for w in WINDOWS:
+        got = batch.window_sums(w, nows, keys)
+        for row, (rc, now) in enumerate(zip(rcs, nows)):
+            want = rc.window_vector(w, now)
+            assert [round(x, 3) for x in got[row].tolist()] == [round(x, 3) for x in want], (w, row)
+
+
+@SETTINGS
+@given(scopes_st)
+def test_a_batch_expiry_equals_the_per_scope_expiry(scopes):
+    """RingBatch.window_expiry = RollingCounts.window_expiry of each scope, every window."""
+    from detectors.batch import RingBatch
+
+    rcs, nows = filled(scopes)
+    batch = RingBatch(rcs)
+    for w in WINDOWS[:-1]:
+        assert batch.window_expiry(w, nows).tolist() == [rc.window_expiry(w, now) for rc, now in zip(rcs, nows)], w

@@ -49,7 +49,11 @@ budgets:
     clear_after: 1d
 """)
     w = start_worker(broker, tmp_path, isolated_topics, app_id=f"tw-{isolated_topics.prefix}",
-                     extra_env={"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_POLICY_FILE": str(policy)})
+                     extra_env={"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_POLICY_FILE": str(policy),
+                                # the harsher case for "one sample per decision": the old rule, which
+                                # re-evaluates the idle breaker on every tick (the default re-checks it only
+                                # when a window or timer can change: streams/engine/rechecks.py)
+                                "TRIPWIRE_ENGINE__EVALUATE_UNCHANGED": "true"})
     producer = TraceProducer(broker.bootstrap, isolated_topics.traces)
     try:
         now = time.time()
@@ -80,7 +84,8 @@ budgets:
         wait_for(shadowed, 60, "the idle agent's breaker in shadow")
         published_by = time.time()
 
-        # the idle scope is re-evaluated every tick: its remaining figure falls as its observed span grows
+        # the idle scope is re-evaluated every tick (evaluate_unchanged): its remaining figure falls as its
+        # observed span grows
         # (burn 50× over the period), so a change proves re-evaluations happened
         def remaining(agent: str, budget: str) -> float:
             return w.metric("tripwire_budget_remaining_ratio", budget=budget, scope=f"agent:{agent}")

@@ -142,10 +142,10 @@ def test_a_scope_whose_evaluation_raises_is_skipped_counted_and_logged_once(setu
     mon, wall = setup
     real = monitor_module.evaluate
 
-    def evaluate(policy, scope, reader):
+    def evaluate(policy, scope, reader, **kwargs):
         if "poison" in scope:
             raise RuntimeError("boom\nforged log line")
-        return real(policy, scope, reader)
+        return real(policy, scope, reader, **kwargs)
 
     monkeypatch.setattr(monitor_module, "evaluate", evaluate)
     mon.ingest(0, _events("poison", wall.t, 220, 12) + _events("a", wall.t, 220, 12))

@@ -1,0 +1,134 @@
+"""Breakers not closed are evaluated when something can change (:mod:`streams.engine.rechecks`), never later.
+
+The engine no longer evaluates every breaker that is not closed on every tick. These tests attack the
+places where skipping could leave a breaker stuck: timers with no events (cool-down → half-open,
+escalation clearing), states written from outside an evaluation (operators, other workers), and an
+agent whose state reaches this worker after its breaker state did. Each compares with the old rule
+(``EngineTuning.evaluate_unchanged``) where it applies.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from breakers.policy import load_policy
+from breakers.state_machine import BreakerState
+from streams.contract.schema import TraceEvent
+from streams.engine.clock import EventClock
+from streams.engine.monitor import Monitor
+from streams.engine.tuning import EngineTuning
+from streams.settings import DEFAULT_POLICY
+
+
+class Wall:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _events(agent: str, t: float, calls: int, incidents: int = 0, flags: int = 0, start: int = 0) -> list[TraceEvent]:
+    evs = [{"schema_version": "1", "event_id": f"{agent}-{start + i}", "ts": int(t * 1000), "agent_id": agent,
+            "kind": "tool_call", "tool": "shell", "status": "ok"} for i in range(calls)]
+    evs += [{"schema_version": "1", "event_id": f"{agent}-x{start + i}", "ts": int(t * 1000), "agent_id": agent,
+             "kind": "incident", "tool": "shell", "severity": "critical"} for i in range(incidents)]
+    evs += [{"schema_version": "1", "event_id": f"{agent}-f{start + i}", "ts": int(t * 1000), "agent_id": agent,
+             "kind": "monitor_flag", "tool": "shell", "severity": "high"} for i in range(flags)]
+    return [TraceEvent.model_validate(e) for e in evs]
+
+
+T0 = float(int(time.time()))  # one start for every run: the old and new rules are compared tick for tick
+
+
+def _monitor(reference: bool = False) -> tuple[Monitor, Wall, list[str]]:
+    wall = Wall(T0)
+    mon = Monitor(load_policy(DEFAULT_POLICY), clock=EventClock(wall=wall),
+                  tuning=EngineTuning(evaluate_unchanged=reference))
+    seen: list[str] = []
+    inner = mon._evaluate_scope
+
+    def counted(scope, *args):
+        seen.append(scope)
+        return inner(scope, *args)
+
+    mon._evaluate_scope = counted  # type: ignore[method-assign]
+    return mon, wall, seen
+
+
+def _run(mon: Monitor, wall: Wall, seconds: float, step: float = 5.0) -> list[tuple[float, str, str, str]]:
+    out = []
+    end = wall.t + seconds
+    while wall.t < end:
+        wall.t += step
+        out += [(t.ts, t.scope, t.from_state, t.to_state) for c in mon.evaluate(wall.t) for t in c.transitions]
+    return out
+
+
+@pytest.mark.parametrize("story", ["open", "escalate"])
+def test_timers_run_out_without_events_at_the_same_tick_as_the_old_rule(story: str) -> None:
+    """Open → half-open after the cool-down, escalated → closed after clear_after: no event needed, same ticks."""
+    runs = []
+    for reference in (True, False):
+        mon, wall, seen = _monitor(reference)
+        if story == "open":
+            mon.ingest(0, _events("a", wall.t, 220, incidents=12))
+        else:
+            mon.ingest(0, _events("a", wall.t, 30, flags=20))
+        first = _run(mon, wall, 5.0)
+        seen.clear()
+        later = _run(mon, wall, 3 * 3600.0)  # no events from here on
+        runs.append((first, later, len(seen)))
+    (ref_first, ref_later, ref_evals), (first, later, evals) = runs
+    wanted = "open" if story == "open" else "escalated"
+    assert any(to == wanted for *_, to in first), first
+    assert later and (first, later) == (ref_first, ref_later)
+    if story == "escalate":  # (half-open, where the open story ends, is evaluated every tick by design)
+        assert evals * 4 < ref_evals, (evals, ref_evals)  # the old rule evaluated the quiet breakers every tick
+
+
+def test_a_state_written_from_outside_is_evaluated_on_the_next_tick() -> None:
+    """An open state arriving from another worker (or an operator) whose cool-down is over: half-open next tick.
+
+    Without the write hook the scope would have no recheck scheduled and would stay open forever.
+    """
+    mon, wall, _ = _monitor()
+    mon.ingest(0, _events("a", wall.t, 10))
+    _run(mon, wall, 10.0)
+    assert mon.states.get("agent:a") is None or mon.states["agent:a"].state == "closed"
+    mon.states["agent:a"] = BreakerState("agent:a", "open", since=wall.t - 600, cooldown_s=300.0,
+                                         budget="critical-incidents", updated_at=wall.t)
+    moves = _run(mon, wall, 5.0)
+    assert [(scope, to) for _, scope, _, to in moves] == [("agent:a", "half_open")]
+
+
+def test_an_agent_restored_after_its_state_arrived_has_its_breakers_evaluated() -> None:
+    """Breaker-state recovered before the agent's checkpoint: the scope is this worker's once the agent is."""
+    donor, dwall, _ = _monitor()
+    donor.ingest(0, _events("b", dwall.t, 10))
+    (_, _, checkpoint), = [c for c in donor.checkpoint() if c[1] == "b"]
+    mon, wall, seen = _monitor()
+    mon.states["agent:b"] = BreakerState("agent:b", "open", since=wall.t - 600, cooldown_s=300.0,
+                                         budget="critical-incidents", updated_at=wall.t)
+    _run(mon, wall, 10.0)
+    assert mon.states["agent:b"].state == "open" and "agent:b" not in seen  # not this worker's agent yet
+    mon.restore("b", checkpoint)
+    moves = _run(mon, wall, 5.0)
+    assert [(scope, to) for _, scope, _, to in moves] == [("agent:b", "half_open")]
+
+
+def test_own_state_records_coming_back_do_not_wake_the_scope() -> None:
+    """The worker reads back what it published: an identical record is nothing new (no extra evaluation)."""
+    import orjson
+
+    mon, wall, seen = _monitor()
+    mon.ingest(0, _events("a", wall.t, 220, incidents=12))
+    _run(mon, wall, 5.0)
+    st = mon.states["agent:a"]
+    assert st.state == "open"
+    seen.clear()
+    mon.apply_remote(orjson.dumps(st.to_dict()), b"agent:a")
+    _run(mon, wall, 5.0)
+    assert seen == []
