@@ -189,7 +189,10 @@ class Monitor:
             self.drill_events[ev.kind] += 1
         st.partition = partition
         if ts > st.newest_ts:
+            lag = st.lag_s
             st.newest_ts, st.lag_s = observe(st.newest_ts, st.lag_s, ts, wall)
+            if st.lag_s < lag and self.rechecks.at:
+                self._lag_fell(st, lag - st.lag_s)
         if not st.counts.add_event(ev):
             self.late_events += 1
             return
@@ -443,6 +446,18 @@ class Monitor:
         self.rechecks.cancel(scope)
         if st is not None and st.state != CLOSED:
             self.pacing.urgent.add(scope)
+
+    def _lag_fell(self, st: AgentState, by: float) -> None:
+        """The agent's own now jumped ``by`` seconds forward: so did every window change of its breakers.
+
+        Their re-checks were set at the old lag (:meth:`_evidence_horizon`); move each one ``by`` earlier
+        (a state timer moved with them only comes earlier: an early evaluation decides nothing new).
+        """
+        at = self.rechecks.at
+        for scope in scopes_of(st):
+            t = at.get(scope)
+            if t is not None:
+                self.rechecks.schedule(scope, t - by)
 
     def _wake_agent(self, agent_id: str) -> None:
         """The agent's breakers not closed are evaluated next tick (its state just became this worker's)."""

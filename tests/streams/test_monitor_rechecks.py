@@ -9,6 +9,7 @@ agent whose state reaches this worker after its breaker state did. Each compares
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -46,7 +47,8 @@ T0 = float(int(time.time()))  # one start for every run: the old and new rules a
 def _monitor(reference: bool = False) -> tuple[Monitor, Wall, list[str]]:
     wall = Wall(T0)
     mon = Monitor(load_policy(DEFAULT_POLICY), clock=EventClock(wall=wall),
-                  tuning=EngineTuning(evaluate_unchanged=reference))
+                  tuning=EngineTuning(evaluate_unchanged=reference, eval_budget_s=math.inf))  # no CPU budget per
+    # tick: on a loaded machine a budget would put evaluations off and make the two rules differ for that reason
     seen: list[str] = []
     inner = mon._evaluate_scope
 
@@ -63,7 +65,8 @@ def _run(mon: Monitor, wall: Wall, seconds: float, step: float = 5.0) -> list[tu
     end = wall.t + seconds
     while wall.t < end:
         wall.t += step
-        out += [(t.ts, t.scope, t.from_state, t.to_state) for c in mon.evaluate(wall.t) for t in c.transitions]
+        out += sorted((t.ts, t.scope, t.from_state, t.to_state)  # a tick's moves by scope (its order is a set's)
+                      for c in mon.evaluate(wall.t) for t in c.transitions)
     return out
 
 
@@ -132,3 +135,24 @@ def test_own_state_records_coming_back_do_not_wake_the_scope() -> None:
     mon.apply_remote(orjson.dumps(st.to_dict()), b"agent:a")
     _run(mon, wall, 5.0)
     assert seen == []
+
+
+def test_a_lagging_agent_catching_up_moves_its_other_breakers_rechecks_earlier() -> None:
+    """An agent's windows are read at its own now (wall − lag). When its lag falls (a lagging partition caught
+    up), every one of its breakers' windows moves forward at once — also those of tools the new event did not
+    name, which no event wakes. Their re-checks must move forward too: same transitions, same ticks as the
+    old rule. (Without it: the db scope started its quiet time, and so cleared, 2 minutes late.)"""
+    runs = []
+    for reference in (True, False):
+        mon, wall, _ = _monitor(reference)
+        lagging = wall.t - 2400.0  # this partition is 40 minutes behind
+        evs = _events("a", lagging, 30, flags=20)
+        evs += [e.model_copy(update={"tool": "db.query", "event_id": e.event_id + "-db"}) for e in evs]
+        mon.ingest(0, evs)
+        moves = _run(mon, wall, 60.0)
+        assert {(scope, to) for _, scope, _, to in moves} >= {("agent:a/tool:db.query", "escalated")}
+        moves += _run(mon, wall, 120.0)
+        mon.ingest(0, _events("a", wall.t, 1, start=500))  # caught up: lag 2400 s → 0 (a shell call only)
+        moves += _run(mon, wall, 3 * 3600.0)
+        runs.append(moves)
+    assert runs[0] == runs[1]
