@@ -33,10 +33,15 @@ class ResetBaselines:
         self.by_scope: dict[str, tuple[float, dict[int, Counts]]] = {}
 
     def note(self, scope: str, at: float, counts: dict[int, Counts], now: float, longest: int) -> None:
-        """Remember the counts of ``scope`` at a reset at ``at``; forget baselines no window reaches."""
+        """Remember the counts of ``scope`` at a reset at ``at``; forget baselines none of their windows reaches.
+
+        Each baseline is kept while one of its own windows still reaches back before its reset (it used to
+        be dropped after max(the new reset's longest window, 3 d): a 7-day budget's pre-reset evidence came
+        back into its window at someone else's reset).
+        """
         self.by_scope[scope] = (at, counts)
-        for other, (t, _) in list(self.by_scope.items()):
-            if now - t > max(longest, 3 * 86400):
+        for other, (t, windows) in list(self.by_scope.items()):
+            if now - t >= max(windows, default=longest):
                 del self.by_scope[other]
 
     def subtract(self, scope: str, window_s: int, now: float, counts: Counts) -> Counts:

@@ -191,8 +191,8 @@ class Monitor:
         if ts > st.newest_ts:
             lag = st.lag_s
             st.newest_ts, st.lag_s = observe(st.newest_ts, st.lag_s, ts, wall)
-            if st.lag_s < lag and self.rechecks.at:
-                self._lag_fell(st, lag - st.lag_s)
+            if st.lag_s != lag and self.rechecks.at:
+                self._lag_moved(st, lag - st.lag_s)
         if not st.counts.add_event(ev):
             self.late_events += 1
             return
@@ -204,14 +204,17 @@ class Monitor:
         urgent = (kind == "monitor_flag" or kind == "incident" or ev.status == "error"
                   or (self._cost_urgent and ev.cost_usd))
         dirty = self.pacing.urgent if urgent else self.pacing.dirty
-        dirty.add(st.scope)
+        rechecked = self.rechecks.at  # breakers not closed: any event is looked at next tick (good calls move
+        # rates and complete minimum evidence too), as when every one of them was evaluated every tick
+        (self.pacing.urgent if st.scope in rechecked else dirty).add(st.scope)
         tool = ev.tool
         if tool is not None:
             slot = st.tools.get(tool)
             if slot is None:
                 slot = self.table.add_tool(st, tool)
             slot.add_event(ev)
-            dirty.add(st.tool_scopes[tool])
+            tool_scope = st.tool_scopes[tool]
+            (self.pacing.urgent if tool_scope in rechecked else dirty).add(tool_scope)
         if ev.tenant is not None:
             st.tenant = ev.tenant
         if not st.drill:  # drill agents (by id, never by drill_id: metadata) never count for cross-agent scopes
@@ -447,17 +450,24 @@ class Monitor:
         if st is not None and st.state != CLOSED:
             self.pacing.urgent.add(scope)
 
-    def _lag_fell(self, st: AgentState, by: float) -> None:
-        """The agent's own now jumped ``by`` seconds forward: so did every window change of its breakers.
+    def _lag_moved(self, st: AgentState, by: float) -> None:
+        """The agent's own now (wall − lag) jumped ``by`` seconds: so did every window of its breakers.
 
-        Their re-checks were set at the old lag (:meth:`_evidence_horizon`); move each one ``by`` earlier
-        (a state timer moved with them only comes earlier: an early evaluation decides nothing new).
+        Forward (``by > 0``, a lagging partition caught up): their re-checks, set at the old lag
+        (:meth:`_evidence_horizon`), move ``by`` earlier (a state timer moved with them only comes
+        earlier: an early evaluation decides nothing new). Backward (an event dated before the agent's
+        now, after it): buckets that had left a window are back in it, so they are evaluated next tick.
         """
         at = self.rechecks.at
         for scope in scopes_of(st):
             t = at.get(scope)
-            if t is not None:
+            if t is None:
+                continue
+            if by > 0:
                 self.rechecks.schedule(scope, t - by)
+            else:
+                self.rechecks.cancel(scope)
+                self.pacing.urgent.add(scope)
 
     def _wake_agent(self, agent_id: str) -> None:
         """The agent's breakers not closed are evaluated next tick (its state just became this worker's)."""

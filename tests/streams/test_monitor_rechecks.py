@@ -31,22 +31,23 @@ class Wall:
         return self.t
 
 
-def _events(agent: str, t: float, calls: int, incidents: int = 0, flags: int = 0, start: int = 0) -> list[TraceEvent]:
+def _events(agent: str, t: float, calls: int, incidents: int = 0, flags: int = 0, start: int = 0,
+            tool: str = "shell") -> list[TraceEvent]:
     evs = [{"schema_version": "1", "event_id": f"{agent}-{start + i}", "ts": int(t * 1000), "agent_id": agent,
-            "kind": "tool_call", "tool": "shell", "status": "ok"} for i in range(calls)]
+            "kind": "tool_call", "tool": tool, "status": "ok"} for i in range(calls)]
     evs += [{"schema_version": "1", "event_id": f"{agent}-x{start + i}", "ts": int(t * 1000), "agent_id": agent,
-             "kind": "incident", "tool": "shell", "severity": "critical"} for i in range(incidents)]
+             "kind": "incident", "tool": tool, "severity": "critical"} for i in range(incidents)]
     evs += [{"schema_version": "1", "event_id": f"{agent}-f{start + i}", "ts": int(t * 1000), "agent_id": agent,
-             "kind": "monitor_flag", "tool": "shell", "severity": "high"} for i in range(flags)]
+             "kind": "monitor_flag", "tool": tool, "severity": "high"} for i in range(flags)]
     return [TraceEvent.model_validate(e) for e in evs]
 
 
 T0 = float(int(time.time()))  # one start for every run: the old and new rules are compared tick for tick
 
 
-def _monitor(reference: bool = False) -> tuple[Monitor, Wall, list[str]]:
+def _monitor(reference: bool = False, policy=None, figures: bool = True) -> tuple[Monitor, Wall, list[str]]:
     wall = Wall(T0)
-    mon = Monitor(load_policy(DEFAULT_POLICY), clock=EventClock(wall=wall),
+    mon = Monitor(policy or load_policy(DEFAULT_POLICY), clock=EventClock(wall=wall), figures=figures,
                   tuning=EngineTuning(evaluate_unchanged=reference, eval_budget_s=math.inf))  # no CPU budget per
     # tick: on a loaded machine a budget would put evaluations off and make the two rules differ for that reason
     seen: list[str] = []
@@ -156,3 +157,72 @@ def test_a_lagging_agent_catching_up_moves_its_other_breakers_rechecks_earlier()
         moves += _run(mon, wall, 3 * 3600.0)
         runs.append(moves)
     assert runs[0] == runs[1]
+
+
+# ---------------------------------------------------------------- found by an adversarial review of the re-checks
+def _three_ways(story, policy_text: str | None = None, step: float = 5.0) -> None:
+    """Run ``story(mon, wall, run)`` under the old rule, the new one and the backtest's screen: same moves."""
+    from breakers.policy import parse_policy
+
+    runs = []
+    for reference, figures in ((True, True), (False, True), (False, False)):
+        mon, wall, _ = _monitor(reference, parse_policy(policy_text) if policy_text else None, figures)
+        moves: list = []
+        story(mon, wall, lambda seconds, step=step: moves.extend(_run(mon, wall, seconds, step)))
+        runs.append(moves)
+    assert runs[0] and runs[0] == runs[1] == runs[2]
+
+
+def test_an_older_newest_event_moving_an_agents_now_back_wakes_its_breakers() -> None:
+    """A newer event with a larger lag moves the agent's now backwards: evidence that had left a window is back.
+
+    (Before: the db scope, whose flags came back into its 30m window, cleared 10 minutes early.)"""
+    def story(mon, wall, run):
+        mon.ingest(0, _events("a", wall.t, 30, flags=20, tool="db.query"))
+        run(2000.0)  # the flags left the 30m window at +1600: its quiet time is running
+        mon.ingest(0, _events("a", wall.t - 600, 1, start=900))  # one shell call dated 600 s ago: lag 0 → 600 s
+        run(3 * 3600.0)
+    _three_ways(story)
+
+
+def test_good_calls_on_a_breaker_not_closed_count_on_the_next_tick() -> None:
+    """Good calls only put a closed scope on the relaxed list (every 5 s); on a breaker that is not closed they
+    can end the firing (here: diluting the rate) and must be seen next tick, as before. (Before: 3 s late.)"""
+    def story(mon, wall, run):
+        mon.ingest(0, _events("a", wall.t, 30, flags=20, tool="db.query"))
+        run(12.0)
+        mon.ingest(0, _events("a", wall.t, 2000, tool="db.query", start=100))
+        run(2 * 3600.0)
+    _three_ways(story, step=1.0)
+
+
+WEEKLY = """
+budgets:
+  - {name: weekly-near-miss, signal: near_miss_rate, scopes: ["agent:*"], objective: 0.5, action: open, cooldown: 5m,
+     windows: [{long: 7d, burn_rate: 1.0, severity: page}], min_evidence: {min_calls: 1, min_bad: 1}}
+  - {name: weekly-incidents, signal: incident_count, scopes: ["agent:*"], objective: 1, action: escalate,
+     clear_after: 1h, windows: [{long: 7d, burn_rate: 1.0, severity: page}], min_evidence: {min_bad: 1}}
+  - {name: tool-hourly, signal: near_miss_rate, scopes: ["agent:*/tool:*"], objective: 0.5, action: open,
+     windows: [{long: 1h, burn_rate: 1.0, severity: page}], min_evidence: {min_calls: 1, min_bad: 1}}
+"""
+
+
+def test_a_reset_baseline_lasts_as_long_as_its_own_windows() -> None:
+    """An operator's reset of one scope no longer drops another scope's baseline while that scope's 7-day window
+    still reaches back before its reset (it brought the reviewed evidence back at someone else's reset)."""
+    from breakers.state_machine import reset
+
+    def story(mon, wall, run):
+        mon.ingest(0, _events("b", wall.t, 10, flags=10, tool="x"))
+        mon.ingest(0, _events("a", wall.t, 5))
+        run(60.0)
+        new, _ = reset(mon.states["agent:b"], "op", "reviewed the flags", wall.t)
+        mon.note_reset("agent:b", wall.t)
+        mon.states["agent:b"] = new
+        run(60.0)
+        mon.ingest(0, _events("b", wall.t, 0, incidents=1, start=50))
+        run(3 * 86400.0 + 3600.0, step=60.0)
+        mon.note_reset("agent:a/tool:shell", wall.t)  # an unrelated reset, more than 3 days later
+        run(600.0, step=60.0)
+        assert mon.states["agent:b"].state == "escalated"  # the reviewed flags still do not count
+    _three_ways(story, WEEKLY)
