@@ -140,7 +140,12 @@ def _agent_totals(monitor: Monitor) -> Iterable[Metric]:
 def authz_families(denied_by_scope: dict[str, int], settings: Settings) -> Iterable[Metric]:
     """``tripwire_authz_denied_total{scope}``: calls each non-closed scope denied (resilience4j's
     ``not_permitted_calls_total``), scopes past ``metrics_max_denied_scopes`` as ``other``."""
-    cap = _denied_caps.setdefault(id(settings), LabelCap(settings.metrics_max_denied_scopes))
+    hit = _denied_caps.get(id(settings))
+    if hit is None or hit[0] is not settings:  # an id is reused once its object is gone: check it is this one
+        if len(_denied_caps) > 64:
+            _denied_caps.clear()
+        hit = _denied_caps[id(settings)] = (settings, LabelCap(settings.metrics_max_denied_scopes))
+    cap = hit[1]
     merged: dict[str, int] = {}
     for scope, n in denied_by_scope.items():
         label = cap(scope)
@@ -152,7 +157,8 @@ def authz_families(denied_by_scope: dict[str, int], settings: Settings) -> Itera
     yield fam
 
 
-_denied_caps: dict[int, LabelCap] = {}
+#: per Settings object (kept alive with its cap, so its id is not reused meanwhile): the denied-scope label cap
+_denied_caps: dict[int, tuple[Settings, LabelCap]] = {}
 
 
 def _reliability(monitor: Monitor, cap: LabelCap) -> Iterable[Metric]:

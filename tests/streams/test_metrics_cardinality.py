@@ -179,6 +179,17 @@ def test_denied_scopes_past_the_cap_report_as_other() -> None:
     assert {s.labels["scope"]: s.value for s in fam.samples} == {"agent:a": 1, "agent:b": 2, "other": 7}
 
 
+def test_the_denied_scope_cap_is_never_another_settings_objects() -> None:
+    """The cap was cached by id(settings): once a Settings object was gone, a new one could get its id and
+    with it the old cap (a CI run reported every denied scope past a cap of 2)."""
+    for cap in (200, 2, 200, 2, 2, 200, 2):
+        settings = Settings(metrics_max_denied_scopes=cap)
+        (fam,) = authz_families({"agent:a": 1, "agent:b": 2, "agent:c": 3, "agent:d": 4}, settings)
+        labels = {s.labels["scope"] for s in fam.samples}
+        assert ("other" in labels) == (cap == 2), (cap, labels)
+        del settings, fam
+
+
 def _bench():
     spec = importlib.util.spec_from_file_location("bench_series", REPO / "bench" / "bench_series.py")
     mod = importlib.util.module_from_spec(spec)
