@@ -219,7 +219,7 @@ def bench_ingest(broker: EmbeddedBroker, tmp: Path, n_batched: int, n_single: in
         full = asyncio.run(full_loop(broker.bootstrap, topic, n))
         say(f"[ingest/{label}] same per-event work as the worker, plain aiokafka loop (no faust): {full:,.0f} events/s")
         rate = worker_rate(broker, tmp, topic, n)
-        say(f"[ingest/{label}] tripwire worker (faust; decode, validate, dedupe, detectors, decisions): "
+        say(f"[ingest/{label}] tripwire worker (faust group + trace reader; decode, validate, dedupe, detectors, decisions): "
             f"{rate:,.0f} events/s = {rate / ceiling:.2f} of the raw ceiling, {rate / full:.2f} of the same-work loop")
         out[f"{label}_rate"], out[f"{label}_ceiling"], out[f"{label}_full"] = rate, ceiling, full
     return out

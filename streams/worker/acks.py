@@ -3,62 +3,70 @@
 Detector state lives in memory and reaches its changelog every ``checkpoint_interval_s``.
 If offsets were committed as soon as a message was processed, a crash between the commit
 and the next checkpoint would lose those events for good: committed, so never re-read;
-not checkpointed, so not restored. The ingest agent therefore consumes without automatic
-acks and parks each message here under its agent (the message key); a checkpoint acks the
-messages of the agents it wrote, after the producer flushed them. After a crash the
-un-acked messages are read again and the restored dedupe memory (checkpointed in the same
-step) drops the ones already counted: no event lost, none counted twice.
+not checkpointed, so not restored. The trace reader therefore parks each message's offset
+here under its agent (the message key); a checkpoint releases the agents it wrote, after the
+producer flushed them, and the commit then goes no further than the first offset still held
+on each partition (:meth:`AckGate.floor`). After a crash the messages past the commit are
+read again and the restored dedupe memory (checkpointed in the same step) drops the ones
+already counted: no event lost, none counted twice.
 
->>> class Ev:
-...     def __init__(self): self.acked = False
-...     def ack(self): self.acked = True
->>> gate = AckGate(); a, b = Ev(), Ev()
->>> gate.hold("agent-a", a); gate.hold("agent-b", b)
->>> done = gate.take(written={"agent-a"}, still_dirty={"agent-b"}); AckGate.release(done)
->>> a.acked, b.acked
-(True, False)
+Only the *first* held offset of each (agent, partition) matters for the commit: offsets grow
+within a partition, so a message held after it can never lower the floor.
+
+>>> gate = AckGate()
+>>> gate.hold("agent-a", 0, 10); gate.hold("agent-b", 0, 11); gate.hold("agent-a", 0, 12)
+>>> gate.floor()
+{0: 10}
+>>> gate.take(written={"agent-a"}, still_dirty={"agent-b"})
+1
+>>> gate.floor()
+{0: 11}
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
-
-
-class Ackable(Protocol):
-    def ack(self) -> Any: ...
 
 
 class AckGate:
-    """Messages held back from the offset commit, grouped by agent."""
+    """Offsets held back from the commit: per agent, the first held offset of each partition."""
 
-    __slots__ = ("held", "count")
+    __slots__ = ("held",)
 
     def __init__(self) -> None:
-        self.held: dict[str, list[Ackable]] = {}
-        self.count = 0
+        self.held: dict[str, dict[int, int]] = {}
 
-    def hold(self, agent: str, event: Ackable) -> None:
-        bucket = self.held.get(agent)
-        if bucket is None:
-            self.held[agent] = [event]
-        else:
-            bucket.append(event)
-        self.count += 1
+    def hold(self, agent: str, partition: int, offset: int) -> None:
+        """Hold ``offset`` of ``partition`` until ``agent``'s state is checkpointed."""
+        parts = self.held.get(agent)
+        if parts is None:
+            self.held[agent] = {partition: offset}
+        elif partition not in parts:
+            parts[partition] = offset
 
-    def take(self, written: Iterable[str] | None = None, still_dirty: Iterable[str] = ()) -> list[Ackable]:
-        """Messages whose state is now safe: agents just ``written``, and agents with nothing to
-        write (``not in still_dirty``: their messages changed no state, e.g. duplicates or rejects).
-        ``written=None`` takes everything (a checkpoint that wrote every dirty agent)."""
-        dirty = set(still_dirty)
-        keep = set() if written is None else dirty - set(written)
-        out: list[Ackable] = []
-        for agent in [a for a in self.held if a not in keep]:
-            out.extend(self.held.pop(agent))
-        self.count -= len(out)
+    def take(self, written: Iterable[str] | None = None, still_dirty: Iterable[str] = ()) -> int:
+        """Release what is now safe; return how many agents were released.
+
+        Safe: agents just ``written``, and agents with nothing to write (``not in still_dirty``:
+        their messages changed no state, e.g. duplicates or rejects). ``written=None`` releases
+        everything (a checkpoint that wrote every dirty agent).
+        """
+        if written is None:
+            n = len(self.held)
+            self.held.clear()
+            return n
+        keep = set(still_dirty) - set(written)
+        gone = [a for a in self.held if a not in keep]
+        for agent in gone:
+            del self.held[agent]
+        return len(gone)
+
+    def floor(self) -> dict[int, int]:
+        """Per partition, the first offset still held (the commit must stay at or below it)."""
+        out: dict[int, int] = {}
+        for parts in self.held.values():
+            for partition, offset in parts.items():
+                low = out.get(partition)
+                if low is None or offset < low:
+                    out[partition] = offset
         return out
-
-    @staticmethod
-    def release(events: Iterable[Ackable]) -> None:
-        for event in events:
-            event.ack()

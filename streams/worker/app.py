@@ -7,7 +7,8 @@ server. Decoding (``pipeline``), statistics and decisions (``monitor`` →
 that this module feeds, so the transport stays thin and replaceable. Each timer and
 task calls one named part of the worker:
 
-- ``ingest`` agent → :class:`streams.worker.ingest_agent.IngestLoop` (the hot path)
+- ``read_traces`` task → :class:`streams.worker.trace_reader.TraceReader` (the hot path: a plain aiokafka
+  consumer on the trace partitions faust assigned, started and stopped by faust's pause/resume)
 - ``decide`` timer → :class:`streams.worker.outage.OutageRecovery`, then :class:`streams.worker.decisions.Decisions`
 - ``checkpoint`` and ``evict_idle_agents`` timers, the revoke and recovery hooks →
   :class:`streams.worker.checkpointing.Checkpointer`
@@ -18,8 +19,8 @@ task calls one named part of the worker:
 
 Data flow per worker::
 
-    agent-traces ─► ingest agent ─► TracePipeline ─► Monitor.ingest      (hot path, per message)
-                                  └► agent-traces-dlq                     (rejects, with reason)
+    agent-traces ─► TraceReader (getmany) ─► TracePipeline ─► Monitor.ingest   (hot path, per message)
+                                          └► agent-traces-dlq                  (rejects, with reason)
     timer (0.25 s) ─► Monitor.evaluate ─► breaker-state (compacted) + breaker-events (audit)
                                         └► Alertmanager (escalations / open breakers)
     timer (2 s) ─► Monitor.checkpoint ─► scope-state table changelog (per agent, agent's partition)
@@ -58,16 +59,16 @@ from streams.worker.alertmanager import AsyncAlertmanager
 from streams.worker.checkpointing import Checkpointer
 from streams.worker.context import AppContext, Readiness
 from streams.worker.decisions import Decisions, SignedTopic
-from streams.worker.faust_compat import consumer_lag, harden_web_server, shorten_fetch_wait
+from streams.worker.faust_compat import commit_offsets, divert_topic, harden_web_server, shorten_fetch_wait
 from streams.worker.http import drills, routes  # register(ctx) adds agents/routes
 from streams.worker.http import ingest as http_ingest
 from streams.worker.http.api import Api
-from streams.worker.ingest_agent import IngestLoop
 from streams.worker.metrics import Metrics, gauge, ingest_families
 from streams.worker.outage import OutageRecovery
 from streams.worker.partials_publisher import PARTIALS_INTERVAL_S, PartialsPublisher
 from streams.worker.policy_watch import PolicyWatcher
 from streams.worker.state_reader import StateReader
+from streams.worker.trace_reader import TraceReader
 from streams.worker.views import authz_families, breaker_families, monitor_families
 
 log = logging.getLogger("tripwire.worker")
@@ -174,7 +175,6 @@ def create_app(settings: Settings) -> faust.App:
 
     partials_reader = StateReader(settings.bootstrap, settings.topics.scope_partials, apply_partials,
                                   security=settings.kafka)
-    readiness = Readiness(app, reader)
     counters = {"alert_ok": 0, "alert_error": 0, "reload_ok": 0, "reload_error": 0}
 
     metrics.add_source(lambda: ingest_families(pipeline.counters))
@@ -185,14 +185,21 @@ def create_app(settings: Settings) -> faust.App:
     metrics.add_source(lambda: [gauge("tripwire_cross_scope_decider",
                                       "1 on the worker that decides cross-agent scopes (holder of trace partition 0).",
                                       [], [([], 1.0 if monitor.decides_cross() else 0.0)])])
-    metrics.add_source(lambda: [gauge("tripwire_consumer_lag_messages",
-                                      "Messages behind the end of this worker's assigned trace partitions.",
-                                      ["topic", "partition"], consumer_lag(app, settings.topics.traces))])
 
     traces_topic = settings.topics.traces
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     traces = app.topic(traces_topic, allow_empty=True, partitions=settings.partitions, **raw)
     dlq = app.topic(settings.topics.dlq, partitions=settings.partitions, **raw)
+    trace_reader = TraceReader(
+        settings.bootstrap, traces_topic, settings.app_id, pipeline, acks,
+        send_dead=lambda key, value, headers: dlq.send(key=key, value=value, headers=headers),
+        commit=lambda offsets: commit_offsets(app, traces_topic, offsets), security=settings.kafka)
+    divert_topic(app, traces_topic, trace_reader)
+    readiness = Readiness(app, reader, trace_error=lambda: trace_reader.error)
+    metrics.add_source(lambda: [gauge("tripwire_consumer_lag_messages",
+                                      "Messages behind the end of this worker's assigned trace partitions.",
+                                      ["topic", "partition"],
+                                      [([traces_topic, str(p)], float(n)) for p, n in trace_reader.lag()])])
     # every record a worker writes to the internal topics is signed (with a keyring): readers drop forgeries
     state_topic = SignedTopic(app.topic(settings.topics.breaker_state, partitions=settings.partitions, **raw),
                               record_auth, BREAKER_STATE)
@@ -220,16 +227,24 @@ def create_app(settings: Settings) -> faust.App:
                      publish=publish, readiness=readiness, events_topic=events_topic, traces_topic=traces)
     app.tripwire = ctx  # type: ignore[attr-defined]
 
-    ingest_loop = IngestLoop(pipeline, acks, dlq, traces_topic)
-
     @app.agent(traces, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        await ingest_loop.run(stream)
+        """Subscribes the group to the traces topic, so faust assigns its partitions (with the scope-state
+        changelog partitions of the same numbers). faust never fetches them (``divert_topic``): the
+        records are read by ``read_traces``; this stream stays empty."""
+        async for event in stream.noack().events():  # pragma: no cover - faust does not fetch this topic
+            log.error("faust delivered %s[%d]@%d; it is read by the trace reader and ignored here",
+                      traces_topic, event.message.partition, event.message.offset)
 
-    checkpointer = Checkpointer(app, scope_state, monitor, pipeline, acks, traces_topic=traces_topic,
-                                store=settings.store, max_bytes=settings.checkpoint_max_bytes)
+    @app.task
+    async def read_traces() -> None:
+        await trace_reader.run()
+
+    checkpointer = Checkpointer(app, scope_state, monitor, pipeline, acks, commit=trace_reader.commit,
+                                traces_topic=traces_topic, store=settings.store,
+                                max_bytes=settings.checkpoint_max_bytes)
     outage = OutageRecovery(app, settings, reader, monitor, pipeline, table=scope_state, state_topic=state_topic,
-                            ready=lambda: readiness.check()[0])
+                            ready=lambda: readiness.check()[0], rewind=trace_reader.rewind)
     partials = PartialsPublisher(monitor, partials_reader, partials_topic, settings.app_id)
     policy_watch = PolicyWatcher(settings.policy_file, monitor, counters, events_topic,
                                  adjust=lambda p: effective_policy(p, settings))

@@ -2,8 +2,8 @@
 
 Every ``checkpoint_interval_s`` the app's timer calls :meth:`Checkpointer.write`: the dedupe
 memory and the agents changed since the last checkpoint go to the changelog (each record on
-its agent's own partition), and the messages whose effects are now saved are released to
-faust's offset commit (:mod:`streams.worker.acks`). A revoked partition is checkpointed whole
+its agent's own partition), and the offsets of the messages whose effects are now saved are
+released and committed (:mod:`streams.worker.acks`, :meth:`TraceReader.commit`). A revoked partition is checkpointed whole
 before its next owner starts (:meth:`on_revoked`); after an assignment the table recovery
 hands the changelog back to :meth:`restore`.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streams.engine.monitor import Monitor, decode_checkpoint
@@ -29,8 +30,10 @@ class Checkpointer:
     """Writes, evicts and restores the per-agent checkpoints of one worker."""
 
     def __init__(self, app: Any, table: Any, monitor: Monitor, pipeline: TracePipeline, acks: AckGate, *,
-                 traces_topic: str, store: str, max_bytes: int | None) -> None:
+                 commit: Callable[[], Awaitable[None]], traces_topic: str, store: str,
+                 max_bytes: int | None) -> None:
         self.app = app
+        self.commit = commit
         self.table = table
         self.monitor = monitor
         self.pipeline = pipeline
@@ -64,7 +67,7 @@ class Checkpointer:
         for partition, key, value in [*self.pipeline.checkpoint_dedupe(self.monitor.dirty_agents), *written]:
             self.save(partition, key.encode(), value)
             touched.add(partition)
-        safe = self.acks.take(None if everything else {key for _, key, _ in written}, self.monitor.dirty_agents)
+        self.acks.take(None if everything else {key for _, key, _ in written}, self.monitor.dirty_agents)
         if touched:
             # Tansu reports a partition's end offset as (base offset of its last record batch) + 1,
             # so faust's recovery stops before the tail of a multi-record batch. A one-record
@@ -74,7 +77,7 @@ class Checkpointer:
                 self.table.send_changelog(partition, CHECKPOINT_MARK, b"{}", key_serializer="raw",
                                           value_serializer="raw")
             await self.app.producer.flush()
-        AckGate.release(safe)  # their effects are on the changelog now: let faust commit them
+        await self.commit()  # their effects are on the changelog now: commit their offsets
 
     async def evict_idle(self) -> None:
         """Forget idle agents, and their checkpoints (a tombstone each)."""
@@ -82,8 +85,8 @@ class Checkpointer:
             self.save(partition, agent.encode(), None)
 
     async def on_revoked(self) -> None:
-        """faust has drained the streams and committed their offsets: checkpoint everything now, so the
-        next owner of a revoked partition resumes exactly where the commit left off."""
+        """The trace reader has stopped (faust paused it): checkpoint everything and commit, so the next
+        owner of a revoked partition resumes exactly where this worker's processing stopped."""
         await self.write(everything=True)
         await self.app.producer.flush()
 

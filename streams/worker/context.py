@@ -22,11 +22,13 @@ from streams.worker.state_reader import StateReader
 
 
 class Readiness:
-    """Ready = joined the group with an assignment, tables recovered, breaker states read."""
+    """Ready = joined the group with an assignment, tables recovered, breaker states read, traces readable."""
 
-    def __init__(self, app: faust.App, reader: StateReader) -> None:
+    def __init__(self, app: faust.App, reader: StateReader, trace_error: Callable[[], str | None] = lambda: None) -> None:
         self.app = app
         self.reader = reader
+        #: the trace reader's last error while it restarts its consumer (None when it reads)
+        self.trace_error = trace_error
         self.assigned_once = False
 
     def check(self) -> tuple[bool, str]:
@@ -45,6 +47,9 @@ class Readiness:
         if self.reader.broker_error is not None:
             return False, (f"broker unreachable for {self.reader.broker_unreachable_s():.0f}s "
                            f"({self.reader.broker_error[:120]}); authz answers from the last known breaker states")
+        trace_error = self.trace_error()
+        if trace_error:
+            return False, f"trace reader restarting: {trace_error[:160]}"
         return True, "consuming"
 
 

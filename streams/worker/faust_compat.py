@@ -6,7 +6,8 @@ Keep every reach into faust internals here, so a faust upgrade has one place to 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 #: what the worker consumer's fetch long-poll may wait for new data
 FETCH_MAX_WAIT_MS = 100
@@ -38,25 +39,117 @@ def shorten_fetch_wait(max_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
     thread_cls._create_worker_consumer = create
 
 
-def consumer_lag(app: Any, topic: str) -> list[tuple[list[str], float]]:
-    """(labels, lag) per assigned partition of ``topic``: log end offset minus the next offset to read."""
-    rows: list[tuple[list[str], float]] = []
+class DivertedReader(Protocol):
+    """What reads a diverted topic instead of faust's fetcher (:class:`streams.worker.trace_reader.TraceReader`)."""
+
+    def pause(self, partitions: set[int]) -> None: ...
+
+    def resume(self, partitions: set[int]) -> None: ...
+
+
+def divert_topic(app: Any, topic: str, reader: DivertedReader) -> None:
+    """Keep faust's fetcher off ``topic`` and hand its pause and resume of that topic's partitions to ``reader``.
+
+    faust keeps what it is good at for ``topic``: the group subscription and the assignment
+    (co-located with the table changelogs). It pauses every assigned partition when a rebalance
+    starts and resumes the stream partitions once table recovery has restored their state; those
+    two calls become the reader's stop and go. The partitions never enter faust's set of active
+    (fetched) partitions, so faust's per-message delivery (a task pair per message, an event, a
+    queue hop) never runs for them.
+    """
+    from faust.transport.consumer import Consumer, ensure_TPset
+
+    app._tripwire_diverted = {**getattr(app, "_tripwire_diverted", {}), topic: reader}
+    if getattr(Consumer, "_tripwire_diverting", False):
+        return
+    set_active, pause, resume = Consumer._set_active_tps, Consumer.pause_partitions, Consumer.resume_partitions
+
+    def diverted(consumer: Any) -> dict[str, DivertedReader]:
+        return getattr(consumer.app, "_tripwire_diverted", None) or {}
+
+    def split(consumer: Any, tps: Any) -> tuple[set[Any], dict[DivertedReader, set[int]]]:
+        readers = diverted(consumer)
+        kept: set[Any] = set()
+        handed: dict[DivertedReader, set[int]] = {}
+        for tp in ensure_TPset(tps):
+            reader = readers.get(tp.topic)
+            if reader is None:
+                kept.add(tp)
+            else:
+                handed.setdefault(reader, set()).add(tp.partition)
+        return kept, handed
+
+    @functools.wraps(set_active)
+    def _set_active_tps(self: Any, tps: Any) -> Any:
+        return set_active(self, split(self, tps)[0])
+
+    @functools.wraps(pause)
+    def pause_partitions(self: Any, tps: Any) -> None:
+        kept, handed = split(self, tps)
+        pause(self, kept)
+        for reader, partitions in handed.items():
+            reader.pause(partitions)
+        if handed:
+            _pause_fetch(self, [tp for tp in ensure_TPset(tps) if tp not in kept])
+
+    @functools.wraps(resume)
+    def resume_partitions(self: Any, tps: Any) -> None:
+        kept, handed = split(self, tps)
+        resume(self, kept)
+        for reader, partitions in handed.items():
+            reader.resume(partitions)
+
+    Consumer._set_active_tps = _set_active_tps
+    Consumer.pause_partitions = pause_partitions
+    Consumer.resume_partitions = resume_partitions
+    Consumer._tripwire_diverting = True
+
+
+def _pause_fetch(consumer: Any, tps: list[Any]) -> None:
+    """Pause ``tps`` in the aiokafka consumer under faust's consumer thread as well.
+
+    Otherwise its background fetcher would prefetch one buffer per diverted partition (up to
+    ``consumer_max_fetch_size`` each) that faust never reads. faust pauses every assigned partition
+    at each assignment, and aiokafka's pause lasts until the next assignment, so this covers
+    every generation. Best effort: called from faust's loop, it runs in the consumer thread's loop.
+    """
+    thread = getattr(consumer, "_thread", None)
+    inner = getattr(thread, "_consumer", None)
+    loop = getattr(thread, "thread_loop", None)
+    if inner is None or loop is None or loop.is_closed():
+        return
+    from aiokafka import TopicPartition
+
+    def pause_assigned() -> None:
+        assigned = inner.assignment()
+        mine = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+        inner.pause(*[tp for tp in mine if tp in assigned])
+
+    loop.call_soon_threadsafe(pause_assigned)
+
+
+def assigned_partitions(app: Any, topic: str) -> set[int]:
+    """The partitions of ``topic`` the group assigned to this worker (empty before the consumer started)."""
     try:
-        consumer = app.consumer
-        assigned = [tp for tp in consumer.assignment() if tp.topic == topic]
-    except Exception:  # noqa: BLE001 - consumer not started yet: no rows
-        return rows
-    for tp in sorted(assigned, key=lambda t: t.partition):
-        try:
-            end = consumer.highwater(tp)
-        except Exception:  # noqa: BLE001 - end offset not fetched yet
-            continue
-        if end is None:
-            continue
-        read = consumer._read_offset.get(tp)
-        position = read + 1 if read is not None else (consumer._committed_offset.get(tp) or 0)
-        rows.append(([topic, str(tp.partition)], float(max(0, end - position))))
-    return rows
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+    except Exception:  # noqa: BLE001 - consumer not started yet
+        return set()
+
+
+async def commit_offsets(app: Any, topic: str, offsets: Mapping[int, int]) -> bool:
+    """Commit ``offsets`` (partition → next offset to read) of ``topic`` through faust's group consumer.
+
+    Only a group member may commit for a live group (Kafka refuses commits from outside it), so
+    the diverted reader commits through faust's consumer. Partitions no longer assigned are left
+    out (their next owner re-reads past the last commit).
+    """
+    from faust.types import TP
+
+    mine = assigned_partitions(app, topic)
+    batch = {TP(topic, partition): offset for partition, offset in offsets.items() if partition in mine}
+    if not batch:
+        return False
+    return bool(await app.consumer._commit_offsets(batch))
 
 
 def store_put(store: Any, partition: int, key: bytes, value: bytes | None) -> None:
@@ -82,21 +175,6 @@ def store_put(store: Any, partition: int, key: bytes, value: bytes | None) -> No
     else:
         store._key_index[key] = partition
         db.put(key, value)
-
-
-async def rewind_to_start(app: Any, topic: str) -> int:
-    """Re-read every assigned partition of ``topic`` from offset 0 (the broker lost its log).
-
-    A broker that comes back empty restarts each partition at offset 0, while the consumer
-    still holds its old positions: without this it would skip new records up to the old
-    read offset, and faust would refuse their acks as below the old committed offset.
-    """
-    consumer = app.consumer
-    tps = [tp for tp in consumer.assignment() if tp.topic == topic]
-    for tp in tps:
-        consumer._committed_offset[tp] = None
-        await consumer.seek(tp, 0)
-    return len(tps)
 
 
 def forget_changelog_positions(app: Any) -> int:

@@ -22,7 +22,7 @@ from streams.engine.monitor import Monitor
 from streams.engine.pipeline import TracePipeline
 from streams.kafka.topics import ensure_topics
 from streams.settings import Settings
-from streams.worker.faust_compat import forget_changelog_positions, rewind_to_start
+from streams.worker.faust_compat import forget_changelog_positions
 from streams.worker.state_reader import StateReader
 
 log = logging.getLogger("tripwire.worker")
@@ -35,7 +35,8 @@ class OutageRecovery:
     """Notices broker reconnects and resets (via the breaker-state reader) and repairs after them."""
 
     def __init__(self, app: Any, settings: Settings, reader: StateReader, monitor: Monitor,
-                 pipeline: TracePipeline, *, table: Any, state_topic: Any, ready: Callable[[], bool]) -> None:
+                 pipeline: TracePipeline, *, table: Any, state_topic: Any, ready: Callable[[], bool],
+                 rewind: Callable[[], int]) -> None:
         self.app = app
         self.settings = settings
         self.reader = reader
@@ -44,6 +45,8 @@ class OutageRecovery:
         self.table = table
         self.state_topic = state_topic
         self.ready = ready
+        #: re-reads every trace partition being read from offset 0 (:meth:`TraceReader.rewind`)
+        self.rewind = rewind
         self.traces_topic = settings.topics.traces
         #: the reader's (resets, reconnects) already handled
         self.resets_handled = 0
@@ -60,7 +63,7 @@ class OutageRecovery:
             await self.after_outage()
         if self.rewind_pending and self.ready():
             self.rewind_pending = False
-            rewound = await rewind_to_start(self.app, self.traces_topic)
+            rewound = self.rewind()
             log.warning("re-reading %d partitions of %s from offset 0 again after the post-outage rebalance "
                         "(duplicates are dropped by the restored dedupe memory)", rewound, self.traces_topic)
 
@@ -82,7 +85,7 @@ class OutageRecovery:
         self.resets_handled, self.reconnects_handled = resets, reconnects
         if created or was_reset:
             log.warning("the broker came back without its data (recreated: %s)", ", ".join(created) or "none")
-            rewound = await rewind_to_start(self.app, self.traces_topic)
+            rewound = self.rewind()
             forget_changelog_positions(self.app)
             self.last_reset_at = time.monotonic()
             log.warning("re-reading %d partitions of %s from offset 0", rewound, self.traces_topic)

@@ -1,0 +1,152 @@
+"""The trace reader's offsets without a broker: what a commit may reach, and stopping at a pause.
+
+The guarantee (docs/operations.md, "Restart"): a partition's committed offset never passes a
+message whose effects are not checkpointed. :class:`AckGate` keeps only the first held offset of
+each (agent, partition); these tests drive the reader's own ``_process`` and ``commit`` with the
+messages of many agents interleaved on a few partitions and compare every commit with a
+brute-force reference that remembers every unreleased message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from types import SimpleNamespace
+
+from aiokafka import TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.worker.acks import AckGate
+from streams.worker.trace_reader import TraceReader
+
+TOPIC = "agent-traces"
+AGENTS = ("a", "b", "c", "d")
+
+
+class Processed:
+    """Stands in for TracePipeline.process: remembers what it was handed, dead-letters nothing."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+
+    def process(self, key, value, *, topic, partition, offset, headers):  # type: ignore[no-untyped-def]
+        self.seen.append((partition, offset))
+        return []
+
+
+def reader(pipeline: Processed, commits: list[dict[int, int]]) -> TraceReader:
+    async def commit(offsets: Mapping[int, int]) -> bool:
+        commits.append(dict(offsets))
+        return True
+
+    async def send_dead(key, value, headers):  # type: ignore[no-untyped-def]
+        return None
+
+    return TraceReader("unused:9092", TOPIC, "group", pipeline, AckGate(),  # type: ignore[arg-type]
+                       send_dead=send_dead, commit=commit)
+
+
+def record(agent: str, offset: int) -> SimpleNamespace:
+    return SimpleNamespace(key=agent.encode(), value=b"{}", offset=offset, headers=())
+
+
+message = st.tuples(st.just("msg"), st.integers(0, 2), st.sampled_from(AGENTS))
+checkpoint = st.tuples(st.just("ckpt"), st.frozensets(st.sampled_from(AGENTS)), st.frozensets(st.sampled_from(AGENTS)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(message, checkpoint), max_size=60))
+def test_a_commit_never_passes_a_message_whose_agent_is_not_checkpointed(ops) -> None:  # type: ignore[no-untyped-def]
+    commits: list[dict[int, int]] = []
+    r = reader(Processed(), commits)
+    next_offset = {0: 0, 1: 0, 2: 0}
+    unreleased: list[tuple[str, int, int]] = []  # (agent, partition, offset): the reference keeps them all
+    committed: dict[int, int] = {}
+
+    async def run() -> None:
+        pending: dict[TopicPartition, list[SimpleNamespace]] = {}
+        for op in ops:
+            if op[0] == "msg":
+                _, partition, agent = op
+                pending.setdefault(TopicPartition(TOPIC, partition), []).append(record(agent, next_offset[partition]))
+                unreleased.append((agent, partition, next_offset[partition]))
+                next_offset[partition] += 1
+                continue
+            if pending:  # a fetched batch is processed before the checkpoint timer runs
+                await r._process(pending, r._version)
+                pending = {}
+            _, written, dirty = op
+            keep = set(dirty) - set(written)
+            unreleased[:] = [m for m in unreleased if m[0] in keep]
+            r.acks.take(written, dirty)
+            await r.commit()
+            for c in commits:
+                committed.update(c)
+            for partition, end in next_offset.items():
+                if not end:
+                    assert partition not in committed
+                    continue
+                held = [off for _, p, off in unreleased if p == partition]
+                assert committed[partition] == min(held, default=end), (partition, committed, unreleased)
+
+    asyncio.run(run())
+
+
+def test_commit_sends_only_what_moved() -> None:
+    commits: list[dict[int, int]] = []
+    r = reader(Processed(), commits)
+
+    async def run() -> None:
+        await r._process({TopicPartition(TOPIC, 0): [record("a", 0), record("b", 1)],
+                          TopicPartition(TOPIC, 1): [record("a", 0)]}, r._version)
+        r.acks.take(None)
+        await r.commit()
+        await r.commit()  # nothing new: no request
+        await r._process({TopicPartition(TOPIC, 1): [record("c", 1)]}, r._version)
+        r.acks.take({"c"}, {"c"})
+        await r.commit()
+
+    asyncio.run(run())
+    assert commits == [{0: 2, 1: 1}, {1: 2}]
+
+
+def test_a_pause_during_a_dead_letter_stops_the_batch_after_that_message() -> None:
+    """A rebalance can start while a dead letter is being sent: the message is done (held, its position
+    moved), the rest of the fetched batch is left for whoever reads the partition next."""
+    pipeline = Processed()
+    commits: list[dict[int, int]] = []
+    r = reader(pipeline, commits)
+
+    def process(key, value, *, topic, partition, offset, headers):  # type: ignore[no-untyped-def]
+        pipeline.seen.append((partition, offset))
+        return [SimpleNamespace(key=key, value=b"dead", reason="invalid_json")] if offset == 1 else []
+
+    async def send_dead(key, value, headers):  # type: ignore[no-untyped-def]
+        r.pause({0})
+
+    r.pipeline = SimpleNamespace(process=process)  # type: ignore[assignment]
+    r.send_dead = send_dead  # type: ignore[assignment]
+    r.resume({0})
+
+    async def run() -> None:
+        await r._process({TopicPartition(TOPIC, 0): [record("a", n) for n in range(5)]}, r._version)
+
+    asyncio.run(run())
+    assert pipeline.seen == [(0, 0), (0, 1)]
+    assert r.positions == {0: 2}
+    assert r.acks.floor() == {0: 0}
+
+
+def test_resume_starts_again_at_the_commit_and_rewind_at_zero() -> None:
+    r = reader(Processed(), [])
+    r.resume({0, 1})
+    r.positions.update({0: 7, 1: 9})
+    r.committed.update({0: 5, 1: 9})
+    r.pause({0, 1})
+    assert r.wanted == set()
+    r.resume({1})  # faust resumes it after recovery: its next read starts at the group's committed offset
+    assert r.wanted == {1} and 1 not in r.positions and 1 not in r.committed and r._restart[1] is None
+    assert r.positions == {0: 7}  # a paused partition keeps its position for the revoke-time commit
+    assert r.rewind() == 1
+    assert r._restart[1] == 0
