@@ -84,12 +84,19 @@ class TraceReader:
             self._bump()
 
     def resume(self, partitions: set[int]) -> None:
-        """Read ``partitions`` again, each from its committed offset (their state was just restored)."""
-        for partition in partitions:
+        """Read ``partitions`` again, each from its committed offset (their state was just restored).
+
+        A partition already being read goes on where it is: faust may resume twice in one assignment,
+        and starting again at the commit would hand the pipeline messages it already processed.
+        """
+        new = partitions - self.wanted
+        if not new:
+            return
+        for partition in new:
             self.positions.pop(partition, None)
             self.committed.pop(partition, None)
             self._restart[partition] = None
-        self.wanted |= partitions
+        self.wanted |= new
         self._bump()
 
     def rewind(self) -> int:

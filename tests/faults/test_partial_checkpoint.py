@@ -7,7 +7,7 @@ offsets stay uncommitted until a later checkpoint saved their effects.
 
 Here 800 agents (~720 bytes of checkpoint each) meet the smallest cap (64 KB), so one
 interval (5 s) saves about 90 of them. The worker is killed with -9 while hundreds are still
-dirty — long after faust's 1 s offset commit ran. After a restart every agent must show
+dirty — after checkpoints (and the commits that follow them) ran. After a restart every agent must show
 exactly the counts it had before the kill: no event lost (an offset committed ahead of its
 agent's checkpoint, or a re-read event dropped by a dedupe checkpoint that ran ahead of it),
 none counted twice (a re-read event whose effects were already saved).
@@ -84,7 +84,7 @@ def test_capped_checkpoint_never_commits_ahead_of_saved_state(broker, tmp_path, 
         before = per_agent_counts(w1.metrics_text())
         assert len({agent for agent, _ in before}) == AGENTS
         wait_for(lambda: checkpointed_agents(broker.bootstrap, changelog), 60, "a first capped checkpoint")
-        time.sleep(2.5)  # > faust's 1 s commit interval: any released offset is committed by now
+        time.sleep(2.5)  # the commit follows its checkpoint: any released offset is committed by now
         saved = checkpointed_agents(broker.bootstrap, changelog)
         kill9(w1.proc)  # no final checkpoint, no final commit
     finally:
@@ -109,9 +109,10 @@ def test_capped_checkpoint_never_commits_ahead_of_saved_state(broker, tmp_path, 
                                  f"{w2.metric('tripwire_events_duplicate_total'):.0f} dropped as duplicates") from None
         # the redelivered events were recognised (or counted once, for agents whose state was not saved)
         redelivered = w2.metric("tripwire_events_total") + w2.metric("tripwire_events_duplicate_total")
-        if redelivered > total:  # known open defect, see the xfail reason: every count above is still exact
-            pytest.xfail(f"the restarted worker was handed {redelivered:.0f} events of {total} (a second delivery "
-                         "within one assignment, no rebalance logged); dedupe dropped every repeat, counts exact")
+        # and each once: faust's stream used to hand some twice within one assignment (its resume after table
+        # recovery seeks back to the commit); the trace reader goes on where it is when resumed again
+        assert redelivered <= total, (f"the restarted worker was handed {redelivered:.0f} events of {total}: "
+                                      "some were delivered twice")
     finally:
         producer.close()
         stop_process(w2.proc)

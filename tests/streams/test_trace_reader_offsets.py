@@ -150,3 +150,7 @@ def test_resume_starts_again_at_the_commit_and_rewind_at_zero() -> None:
     assert r.positions == {0: 7}  # a paused partition keeps its position for the revoke-time commit
     assert r.rewind() == 1
     assert r._restart[1] == 0
+    r._restart.clear()
+    r.positions[1] = 12
+    r.resume({1})  # resumed again while being read: it goes on, nothing is handed over twice
+    assert r.positions[1] == 12 and 1 not in r._restart
