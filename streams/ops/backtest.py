@@ -53,7 +53,7 @@ from breakers.policy import Policy
 from breakers.state_machine import ENFORCING
 from detectors.config import CountsConfig
 from streams.contract.decode import decode_message
-from streams.contract.schema import TraceEvent
+from streams.contract.schema import TraceEvent, fast_event
 from streams.engine.clock import EventClock
 from streams.engine.monitor import Monitor
 from streams.engine.tuning import EngineTuning
@@ -165,6 +165,7 @@ def _read(path: Path, report: BacktestReport) -> list[TraceEvent]:
     events: list[TraceEvent] = []
     append = events.append
     validate = TraceEvent.model_validate
+    fast = fast_event
     loads = orjson.loads
     rejected = report.rejected
     lines = 0
@@ -178,7 +179,7 @@ def _read(path: Path, report: BacktestReport) -> list[TraceEvent]:
                 try:
                     doc = loads(line)
                     if type(doc) is dict:
-                        append(validate(doc))
+                        append(fast(doc) or validate(doc))
                         continue
                 except (orjson.JSONDecodeError, ValidationError):
                     pass  # decode_message classifies it below
