@@ -46,8 +46,9 @@ class RingBatch:
                 raise ValueError("RingBatch needs RollingCounts of one layout")
         self.lay = lay
         ftype = np.float32 if lay.ftc == "f" else np.float64
-        self.ints = np.stack([np.frombuffer(rc._i, dtype=np.uint32) for rc in counts]).astype(np.int64)
-        self.floats = np.stack([np.frombuffer(rc._f, dtype=ftype) for rc in counts]).astype(np.float64)
+        rows = len(counts)  # one copy of every ring (bytes.join reads the arrays' buffers), one array each
+        self.ints = np.frombuffer(b"".join([rc._i for rc in counts]), dtype=np.uint32).reshape(rows, -1).astype(np.int64)
+        self.floats = np.frombuffer(b"".join([rc._f for rc in counts]), dtype=ftype).reshape(rows, -1).astype(np.float64)
         self.empty = np.array([rc._h0 is None for rc in counts])
         self.h0 = np.array([-1 if rc._h0 is None else rc._h0 for rc in counts], dtype=np.int64)
         self.wm = np.array([rc._wm for rc in counts], dtype=np.float64)
