@@ -96,7 +96,13 @@ class RingBatch:
         return hit
 
     def window_sums(self, window_s: int, nows: Sequence[float] | np.ndarray, keys: Sequence[str]) -> np.ndarray:
-        """(scopes × keys) window totals at each scope's ``now``: :meth:`RollingCounts.window_vector`'s figures.
+        """(scopes × keys) window totals at each scope's ``now``: :meth:`RollingCounts.window_vector`'s figures."""
+        cols = self.window_columns(window_s, nows, keys)
+        return np.column_stack([cols[k] for k in keys]) if keys else np.empty((len(self.h0), 0))
+
+    def window_columns(self, window_s: int, nows: Sequence[float] | np.ndarray, keys: Sequence[str]
+                       ) -> dict[str, np.ndarray]:
+        """key → window totals of every scope at its ``now`` (:meth:`window_sums`' columns, as views).
 
         One product per counter kind: a 0/1 mask of the window's slots (scopes × 1 × buckets) times the level's
         rings (scopes × buckets × counters). Integer counters are exact (float64 holds them); the two float
@@ -105,18 +111,18 @@ class RingBatch:
         lay = self.lay
         j, cols, inside, reach, _ = self._span(window_s, nows)
         n = lay.n[j]
-        rows = self._rows
         mask = np.zeros((len(self.h0), 1, n))
-        mask[rows, 0, cols % n] = inside  # a window's columns are distinct slots (it spans at most the ring)
-        out = np.empty((len(self.h0), len(keys)), dtype=np.float64)
+        mask[self._rows, 0, cols % n] = inside  # a window's columns are distinct slots (it spans at most the ring)
+        out: dict[str, np.ndarray] = {}
         for kind, names in enumerate((INT_KEYS, FLOAT_KEYS)):
-            want = [(x, names.index(key)) for x, key in enumerate(keys) if key in names]
+            want = [key for key in keys if key in names]
             if not want:
                 continue
             total = np.matmul(mask, self._level(j)[kind])[:, 0, :]
             if j:  # a coarse level does not hold the fine head bucket yet: read adds it back
                 total = total + np.where(reach[:, None], self._heads()[kind], 0.0)
-            out[:, [x for x, _ in want]] = total[:, [pos for _, pos in want]]
+            for key in want:
+                out[key] = total[:, names.index(key)]
         return out
 
     def _heads(self) -> tuple[np.ndarray, np.ndarray]:

@@ -385,8 +385,7 @@ class Monitor:
             try:
                 nows = [agent_now(agent.lag_s, now) for _, _, _, _, agent in items]
                 batch = RingBatch([rc for _, _, _, rc, _ in items])
-                sums = {w: dict(zip(keys, batch.window_sums(w, nows, keys).T))
-                        for w, keys in needed_sums(budgets).items()}
+                sums = {w: batch.window_columns(w, nows, keys) for w, keys in needed_sums(budgets).items()}
                 drift = np.array([bool(a.last_drift_ts) and t - a.last_drift_ts <= active_s
                                   for (_, _, _, _, a), t in zip(items, nows)])
                 verdicts = screen(budgets, sums, drift)
