@@ -72,7 +72,7 @@ class _Layout:
     """Per-config constants, computed once and shared by all scopes."""
 
     __slots__ = ("cfg", "g", "n", "ibase", "fbase", "g0", "L0", "lateness", "wmap", "weights", "dw", "ftc", "isize", "fsize", "zi", "zf", "levels",
-                 "coarse", "zlevel")
+                 "coarse", "zlevel", "zruns")
 
     def __init__(self, cfg: CountsConfig) -> None:
         self.cfg = cfg
@@ -98,6 +98,25 @@ class _Layout:
         self.coarse = tuple(zip(self.g[1:], self.n[1:], self.ibase[1:], self.fbase[1:]))
         #: per level, (zeroed ints, zeroed floats) of the whole ring: a clear of every slot is one slice write
         self.zlevel = [(array("I", bytes(4 * n * NI)), array(self.ftc, [0.0] * (n * NF))) for n in self.n]
+        #: (zeroed ints, zeroed floats) of ``k`` consecutive slots, by ``k``: a run of stale slots is one slice write
+        self.zruns = [(array("I", bytes(4 * k * NI)), array(self.ftc, [0.0] * (k * NF))) for k in range(max(self.n) + 1)]
+
+
+def _zero_run(i: array, f: array, ib: int, fb: int, s0: int, k: int, n: int,
+              zruns: list[tuple[array, array]]) -> None:
+    """Zero ``k < n`` consecutive slots of a level (ints at ``ib``, floats at ``fb``) from slot ``s0``, wrapping."""
+    end = s0 + k
+    if end <= n:
+        zi, zf = zruns[k]
+        i[ib + s0 * NI:ib + end * NI] = zi
+        f[fb + s0 * NF:fb + end * NF] = zf
+        return
+    zi, zf = zruns[n - s0]
+    i[ib + s0 * NI:ib + n * NI] = zi
+    f[fb + s0 * NF:fb + n * NF] = zf
+    zi, zf = zruns[end - n]
+    i[ib:ib + (end - n) * NI] = zi
+    f[fb:fb + (end - n) * NF] = zf
 
 
 def _layout(cfg: CountsConfig) -> _Layout:
@@ -332,7 +351,7 @@ class RollingCounts(Detector):
         hf = [(k, x) for k, x in enumerate(f[q:q + NF]) if x]
         g0 = lay.g0
         ta, tb = a * g0, b * g0
-        zi, zf = lay.zi, lay.zf
+        zruns = lay.zruns
         for j, (g, n, ib, fb) in enumerate(lay.coarse, 1):
             ca = ta // g
             s0 = ca % n
@@ -350,20 +369,14 @@ class RollingCounts(Detector):
                     i[ib:ib + n * NI] = zli
                     f[fb:fb + n * NF] = zlf
                 else:
-                    for c in range(ca + 1, ca + k + 1):
-                        s1 = c % n
-                        i[ib + s1 * NI:ib + s1 * NI + NI] = zi
-                        f[fb + s1 * NF:fb + s1 * NF + NF] = zf
+                    _zero_run(i, f, ib, fb, (ca + 1) % n, k, n, zruns)
         k = b - a
         if k >= L0:
             zli, zlf = lay.zlevel[0]
             i[0:L0 * NI] = zli
             f[0:L0 * NF] = zlf
         else:
-            for c in range(a + 1, b + 1):
-                s1 = c % L0
-                i[s1 * NI:s1 * NI + NI] = zi
-                f[s1 * NF:s1 * NF + NF] = zf
+            _zero_run(i, f, 0, 0, (a + 1) % L0, k, L0, zruns)
         self._h0 = b
 
     def _clear(self, j: int, after: int, k: int) -> None:
