@@ -260,7 +260,7 @@ def _backtest(policy: Policy, traces: Path, step_s: float, idle_step_s: float, h
     # is left with the replay's own garbage. Decides nothing.
     with _gc_off():
         events = _read(traces, report)
-    gc.freeze()
+        gc.freeze()  # before the GC is back on: its first pass would walk every event once more
     # the replay allocates millions of short-lived containers, next to none in a cycle: a young-generation pass
     # per 700 of them cost ~15 % of the replay; one per REPLAY_GC_GEN0 bounds cyclic garbage all the same
     threshold = gc.get_threshold()
