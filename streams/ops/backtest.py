@@ -238,33 +238,48 @@ def _gc_off() -> Iterator[None]:
             gc.enable()
 
 
+@contextmanager
+def replay_gc() -> Iterator[None]:
+    """The GC's settings of a replay (:func:`read_events` changes them) restored on the way out: its thresholds,
+    and the events frozen by :func:`read_events` back in its care (:func:`gc.unfreeze`)."""
+    threshold = gc.get_threshold()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+def read_events(path: Path, report: BacktestReport) -> list[TraceEvent]:
+    """:func:`_read` for a replay, inside :func:`replay_gc`; decides nothing.
+
+    A replay holds every event of the file (300k objects for 300k lines, in no reference cycle): GC passes over
+    them while they are read cost more than decoding them, and every later full pass scans them again. So the
+    file is read with the GC off and what exists then is frozen (:func:`gc.freeze`) before the GC is back on.
+    The replay then allocates millions of short-lived containers, next to none in a cycle: a young-generation
+    pass per 700 of them cost ~15 % of it; one per :data:`REPLAY_GC_GEN0` bounds cyclic garbage all the same.
+    """
+    with _gc_off():
+        events = _read(path, report)
+        gc.freeze()
+    threshold = gc.get_threshold()
+    gc.set_threshold(max(threshold[0], REPLAY_GC_GEN0), *threshold[1:])
+    return events
+
+
 def backtest(policy: Policy, traces: Path, step_s: float = 10.0, idle_step_s: float = 60.0,
              horizon_s: float = 6 * 3600.0, label_burn: float | None = None) -> BacktestReport:
     """Replay ``traces`` through ``policy``; see the module docstring."""
     if step_s <= 0:
         raise ValueError("step_s must be positive")
-    threshold = gc.get_threshold()
-    try:
+    with replay_gc():
         return _backtest(policy, traces, step_s, idle_step_s, horizon_s, label_burn)
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()  # the events frozen after reading go back to the GC's care
 
 
 def _backtest(policy: Policy, traces: Path, step_s: float, idle_step_s: float, horizon_s: float,
               label_burn: float | None) -> BacktestReport:
     report = BacktestReport(policy.policy_version, traces.name, step_s)
-    # a replay holds every event of the file (300k objects for 300k lines, in no reference cycle): GC passes over
-    # them while they are read cost more than decoding them, and every later full pass scans them again. So the
-    # file is read with the GC off and what exists then is frozen (gc.freeze; backtest() unfreezes it): the GC
-    # is left with the replay's own garbage. Decides nothing.
-    with _gc_off():
-        events = _read(traces, report)
-        gc.freeze()  # before the GC is back on: its first pass would walk every event once more
-    # the replay allocates millions of short-lived containers, next to none in a cycle: a young-generation pass
-    # per 700 of them cost ~15 % of the replay; one per REPLAY_GC_GEN0 bounds cyclic garbage all the same
-    threshold = gc.get_threshold()
-    gc.set_threshold(max(threshold[0], REPLAY_GC_GEN0), *threshold[1:])
+    events = read_events(traces, report)
     report.events = len(events)
     now = [events[0].ts if events else 0.0]
     # no per-tick CPU budget: how fast the replay runs never changes what it decides (see the module docstring)
