@@ -11,10 +11,12 @@ evaluated at its step: the decisions of a live worker that keeps up, evaluating 
 A step's transitions are listed by scope (the engine's own order follows the process's hash seed).
 
 Speed (``bench/bench_backtest.py``): lines are decoded on a fast path (one ``orjson.loads`` and one
-validation per object line; anything else goes through :func:`decode_message`, so rejects keep their
-reasons), consecutive events with the same timestamp are ingested in one call (the clock reads the
-same for all of them, so nothing they update differs), and the per-agent label figures are tallied
-in one pass outside the replay loop.
+validation per object line, :func:`~streams.contract.schema.fast_event` for the common shape, pydantic
+otherwise; anything else goes through :func:`decode_message`, so rejects keep their reasons), the file
+is read with the cyclic GC off and its events frozen out of later GC passes (:func:`read_events`),
+consecutive events with the same timestamp are ingested in one call (the clock reads the same for all
+of them, so nothing they update differs), and the per-agent label figures are tallied in one pass
+outside the replay loop.
 
 Recorded traces are supplied by the operator running the backtest, so their events are treated as
 attested (as if validly signed). A replay has no gateway: the Monitor runs with ``simulate_gateway``,
