@@ -279,6 +279,17 @@ _new = object.__new__
 _set = object.__setattr__
 
 
+def _utf8(value: str) -> bool:
+    """Can ``value`` be encoded as UTF-8? (pydantic refuses a lone surrogate: ``string_unicode``)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def fast_event(data: dict[str, Any]) -> TraceEvent | None:
     """The event ``TraceEvent.model_validate(data)`` returns, built without pydantic; None when not certain.
 
@@ -313,7 +324,7 @@ def fast_event(data: dict[str, Any]) -> TraceEvent | None:
         how, arg = spec
         tv = type(value)
         if how == _TEXT:
-            if tv is not str or len(value) > MAX_TEXT_LEN:
+            if tv is not str or len(value) > MAX_TEXT_LEN or not _utf8(value):
                 return None
         elif how == _CHOICE:
             if tv is not str or value not in arg:
@@ -327,10 +338,11 @@ def fast_event(data: dict[str, Any]) -> TraceEvent | None:
             else:
                 return None
         elif how == _SCOPE_ID:
-            if tv is not str or not 0 < len(value) <= MAX_ID_LEN or _id_problem(arg, value) is not None:
+            if (tv is not str or not 0 < len(value) <= MAX_ID_LEN or not _utf8(value)
+                    or _id_problem(arg, value) is not None):
                 return None
         elif how == _ID:
-            if tv is not str or not 0 < len(value) <= MAX_ID_LEN:
+            if tv is not str or not 0 < len(value) <= MAX_ID_LEN or not _utf8(value):
                 return None
         elif how == _ATTEMPT:
             if tv is not int or not 1 <= value <= _EXACT_INT:

@@ -45,8 +45,10 @@ def base_events() -> list[dict]:
 
 texts = st.one_of(
     st.text(max_size=3), st.text(min_size=120, max_size=140), st.text(min_size=250, max_size=260),
+    st.text(alphabet=st.characters(codec=None, categories=("Cs", "Lo", "Cc")), max_size=4),  # lone surrogates too
     st.sampled_from(["", "a", "x" * 128, "x" * 129, "x" * 256, "x" * 257, "a/tool:b", "a/b", "tab\there", "nl\n",
-                     "nul\x00", "esc\x1b[31m", "del\x7f", "é😀", "\u202e", "sh%65ll", "%ff", "x%2Ftool%3Ay", "1", "2",
+                     "nul\x00", "esc\x1b[31m", "del\x7f", "é😀", "\u202e",
+                     "\ud800", "a\udfffb", "😀\ud83d", "sh%65ll", "%ff", "x%2Ftool%3Ay", "1", "2",
                      "ok", "error", "Tool_Call", *KINDS, "low", "critical", "retry", "trial", "success", "warned",
                      "2026-11-01T00:00:00Z", "2026-11-01T00:00:00", "1790000000000"]))
 numbers = st.one_of(
