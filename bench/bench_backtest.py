@@ -115,18 +115,19 @@ def time_ingest_only(path: Path) -> float:
     from streams.engine.clock import EventClock
     from streams.engine.monitor import Monitor
     from streams.engine.tuning import EngineTuning
-    from streams.ops.backtest import BacktestReport, _read
+    from streams.ops.backtest import BacktestReport, read_events, replay_gc
     from streams.settings import DEFAULT_POLICY
 
     policy = load_policy(DEFAULT_POLICY)
     t = time.perf_counter()
-    events = _read(path, BacktestReport("", path.name, 10.0))
-    now = [events[0].ts]
-    monitor = Monitor(policy, clock=EventClock(wall=lambda: now[0]), simulate_gateway=True,
-                      tuning=EngineTuning(eval_budget_s=_math.inf))
-    for ev in events:
-        now[0] = max(now[0], ev.ts)
-        monitor.ingest(0, [ev], attested=True)
+    with replay_gc():  # read (and GC settings) as the backtest reads
+        events = read_events(path, BacktestReport("", path.name, 10.0))
+        now = [events[0].ts]
+        monitor = Monitor(policy, clock=EventClock(wall=lambda: now[0]), simulate_gateway=True,
+                          tuning=EngineTuning(eval_budget_s=_math.inf), figures=False)
+        for ev in events:
+            now[0] = max(now[0], ev.ts)
+            monitor.ingest(0, [ev], attested=True)
     return time.perf_counter() - t
 
 

@@ -129,11 +129,17 @@ def screen(budgets: Sequence[Budget], sums: Sums, drift_active: np.ndarray) -> l
             unsure |= maybe
             decided |= yes | maybe
     names = list(fired)
-    table = np.stack([fired[a] for a in names]) if names else np.zeros((0, n), dtype=bool)
+    codes = np.zeros(n, dtype=np.int64)  # per scope, bit k set: action names[k] fires
+    for k, a in enumerate(names):
+        codes |= fired[a].astype(np.int64) << k
+    sets: dict[int, frozenset[str]] = {}  # one frozenset per combination of actions
     out: list[frozenset[str] | None] = []
-    for i in range(n):
-        if unsure[i]:
+    for u, code in zip(unsure.tolist(), codes.tolist()):
+        if u:
             out.append(None)
-        else:
-            out.append(frozenset(a for a, row in zip(names, table[:, i]) if row))
+            continue
+        hit = sets.get(code)
+        if hit is None:
+            hit = sets[code] = frozenset(a for k, a in enumerate(names) if code >> k & 1)
+        out.append(hit)
     return out

@@ -71,7 +71,8 @@ _EVENTS_POS = INT_KEYS.index("events")
 class _Layout:
     """Per-config constants, computed once and shared by all scopes."""
 
-    __slots__ = ("cfg", "g", "n", "ibase", "fbase", "g0", "L0", "lateness", "wmap", "weights", "dw", "ftc", "isize", "fsize", "zi", "zf", "levels")
+    __slots__ = ("cfg", "g", "n", "ibase", "fbase", "g0", "L0", "lateness", "wmap", "weights", "dw", "ftc", "isize", "fsize", "zi", "zf", "levels",
+                 "coarse", "zlevel", "zruns")
 
     def __init__(self, cfg: CountsConfig) -> None:
         self.cfg = cfg
@@ -93,6 +94,29 @@ class _Layout:
         self.ftc = cfg.float_typecode
         self.zi = array("I", _ZI)
         self.zf = array(self.ftc, _ZF)
+        #: (width, buckets, int base, float base) of every coarse level: what a roll-up walks
+        self.coarse = tuple(zip(self.g[1:], self.n[1:], self.ibase[1:], self.fbase[1:]))
+        #: per level, (zeroed ints, zeroed floats) of the whole ring: a clear of every slot is one slice write
+        self.zlevel = [(array("I", bytes(4 * n * NI)), array(self.ftc, [0.0] * (n * NF))) for n in self.n]
+        #: (zeroed ints, zeroed floats) of ``k`` consecutive slots, by ``k``: a run of stale slots is one slice write
+        self.zruns = [(array("I", bytes(4 * k * NI)), array(self.ftc, [0.0] * (k * NF))) for k in range(max(self.n) + 1)]
+
+
+def _zero_run(i: array, f: array, ib: int, fb: int, s0: int, k: int, n: int,
+              zruns: list[tuple[array, array]]) -> None:
+    """Zero ``k < n`` consecutive slots of a level (ints at ``ib``, floats at ``fb``) from slot ``s0``, wrapping."""
+    end = s0 + k
+    if end <= n:
+        zi, zf = zruns[k]
+        i[ib + s0 * NI:ib + end * NI] = zi
+        f[fb + s0 * NF:fb + end * NF] = zf
+        return
+    zi, zf = zruns[n - s0]
+    i[ib + s0 * NI:ib + n * NI] = zi
+    f[fb + s0 * NF:fb + n * NF] = zf
+    zi, zf = zruns[end - n]
+    i[ib:ib + (end - n) * NI] = zi
+    f[fb:fb + (end - n) * NF] = zf
 
 
 def _layout(cfg: CountsConfig) -> _Layout:
@@ -143,9 +167,15 @@ class RollingCounts(Detector):
             self.late += 1
             return False
         b = int(ts // lay.g0)
-        if b != self._h0:
-            self._add_other(b, ev)
-            return True
+        h0 = self._h0
+        if b != h0:
+            if h0 is None:
+                self._h0 = b
+            elif b > h0:
+                self._advance(b)  # the event opens a new head bucket: counted in it below
+            else:
+                self._add_other(b, ev)  # within lateness, behind the head
+                return True
         p = (b % lay.L0) * 9
         i = self._i
         i[p + 8] += 1
@@ -304,19 +334,49 @@ class RollingCounts(Detector):
         return self._i[p : p + NI].tolist(), self._f[q : q + NF].tolist()
 
     def _advance(self, b: int) -> None:
-        """Move the head from ``h0`` to ``b > h0``: roll the old head up, clear stale slots."""
+        """Move the head from ``h0`` to ``b > h0``: roll the old head up, clear stale slots.
+
+        The hot path of a scope whose events are sparse (most events open a new bucket): the head's
+        non-zero counters are added into each coarse ring in counter order (the very additions
+        :meth:`_add_slot` made, so the rings are bit for bit the same), then stale slots are zeroed.
+        """
         lay = self._lay
         a = self._h0
         assert a is not None
         L0 = lay.L0
-        hi, hf = self._slot_vec(0, a % L0)
-        ta, tb = a * lay.g0, b * lay.g0
-        for j in range(1, len(lay.g)):
-            g, n = lay.g[j], lay.n[j]
-            ca, cb = ta // g, tb // g
-            self._add_slot(j, ca % n, hi, hf)
-            self._clear(j, ca, min(cb - ca, n))
-        self._clear(0, a, min(b - a, L0))
+        i, f = self._i, self._f
+        p = (a % L0) * NI
+        q = (a % L0) * NF
+        hi = [(k, x) for k, x in enumerate(i[p:p + NI]) if x]
+        hf = [(k, x) for k, x in enumerate(f[q:q + NF]) if x]
+        g0 = lay.g0
+        ta, tb = a * g0, b * g0
+        zruns = lay.zruns
+        for j, (g, n, ib, fb) in enumerate(lay.coarse, 1):
+            ca = ta // g
+            s0 = ca % n
+            pp = ib + s0 * NI
+            for k, x in hi:
+                i[pp + k] += x
+            if hf:
+                qq = fb + s0 * NF
+                for k, x in hf:
+                    f[qq + k] += x
+            k = (tb // g) - ca
+            if k:
+                if k >= n:
+                    zli, zlf = lay.zlevel[j]
+                    i[ib:ib + n * NI] = zli
+                    f[fb:fb + n * NF] = zlf
+                else:
+                    _zero_run(i, f, ib, fb, (ca + 1) % n, k, n, zruns)
+        k = b - a
+        if k >= L0:
+            zli, zlf = lay.zlevel[0]
+            i[0:L0 * NI] = zli
+            f[0:L0 * NF] = zlf
+        else:
+            _zero_run(i, f, 0, 0, (a + 1) % L0, k, L0, zruns)
         self._h0 = b
 
     def _clear(self, j: int, after: int, k: int) -> None:

@@ -65,7 +65,10 @@ def _parse_ts(value: Any) -> float:
     if isinstance(value, int):
         if value < 0:
             raise ValueError("ts in epoch milliseconds must be >= 0")
-        seconds = value / 1000.0
+        try:
+            seconds = value / 1000.0
+        except OverflowError:  # beyond any float: a reject like any other far-future ts, never an OverflowError
+            raise ValueError("future_timestamp: ts is more than a day in the future") from None
     elif isinstance(value, str):
         if len(value) > 64:
             raise ValueError("ts string is too long for an RFC 3339 timestamp")
@@ -192,7 +195,8 @@ class TraceEvent(BaseModel):
         if not isinstance(data, dict):
             return data
         tool = data.get("tool")
-        if (isinstance(tool, str) and len(tool) > MAX_ID_LEN and data.get("kind") not in TOOL_KINDS
+        kind = data.get("kind")  # any JSON value: an unhashable one (a list) is no tool kind, never a TypeError
+        if (isinstance(tool, str) and len(tool) > MAX_ID_LEN and not (isinstance(kind, str) and kind in TOOL_KINDS)
                 and isinstance(data.get("attributes") or {}, dict)):
             data = dict(data)
             data["attributes"] = {**(data.get("attributes") or {}), "tool_overlong": tool[:MAX_ATTRIBUTE_VALUE_LEN]}
@@ -249,3 +253,114 @@ def json_schema() -> dict[str, Any]:
         {"if": {"properties": {"kind": {"const": "task_outcome"}}}, "then": {"required": ["outcome"]}},
     ]
     return schema
+
+
+# ---------------------------------------------------------------------------- fast path (issue #19)
+#: field → how :func:`fast_event` checks it (anything else, e.g. ``attributes`` or an extra field: pydantic)
+_ID, _SCOPE_ID, _TEXT, _AMOUNT, _ATTEMPT, _FLAG, _CHOICE = range(7)
+_FAST: dict[str, tuple[int, Any]] = {
+    "event_id": (_ID, None), "drill_id": (_ID, None),
+    "agent_id": (_SCOPE_ID, "agent"), "tool": (_SCOPE_ID, "tool"), "tenant": (_SCOPE_ID, "tenant"),
+    **{name: (_TEXT, None) for name in ("session_id", "task_id", "tool_call_id", "model", "error_type", "monitor")},
+    **{name: (_AMOUNT, None) for name in ("latency_ms", "cost_usd", "input_tokens", "output_tokens", "human_minutes")},
+    "attempt": (_ATTEMPT, None),
+    "intervened": (_FLAG, None), "should_refuse": (_FLAG, None),
+    "kind": (_CHOICE, frozenset(KINDS)), "attempt_kind": (_CHOICE, frozenset(("retry", "trial"))),
+    "status": (_CHOICE, frozenset(("ok", "error"))),
+    "severity": (_CHOICE, frozenset(("low", "medium", "high", "critical"))),
+    "action": (_CHOICE, frozenset(("blocked", "modified", "warned"))),
+    "outcome": (_CHOICE, frozenset(("success", "failure"))),
+}
+#: every field at its default, in declaration order (a validated event's ``__dict__`` order)
+_DEFAULTS: dict[str, Any] = {name: None for name in TraceEvent.model_fields}
+#: ints a float field takes as they are (pydantic converts them with ``float``; beyond 2**53 it is left to it)
+_EXACT_INT = 2**53
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _utf8(value: str) -> bool:
+    """Can ``value`` be encoded as UTF-8? (pydantic refuses a lone surrogate: ``string_unicode``)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def fast_event(data: dict[str, Any]) -> TraceEvent | None:
+    """The event ``TraceEvent.model_validate(data)`` returns, built without pydantic; None when not certain.
+
+    Handles the common well-formed shape only: every key a field other than ``attributes`` (no extra
+    fields), ``ts`` in epoch milliseconds (an ``int``), every value of the exact type the field holds
+    (``int`` for an amount is converted as pydantic converts it) and within its limits. Anything else,
+    including everything pydantic would reject, returns None: the caller validates with pydantic, so
+    rejects keep their reasons and details. The result equals pydantic's field for field (``__dict__``,
+    ``model_fields_set``), which ``tests/contract/test_fast_event.py`` compares on hostile inputs.
+    """
+    if type(data) is not dict or data.get("schema_version") != "1" or type(data["schema_version"]) is not str:
+        return None
+    ts = data.get("ts")
+    if type(ts) is not int or not 0 <= ts < _EXACT_INT:
+        return None
+    seconds = ts / 1000.0
+    if seconds > time.time() + MAX_FUTURE_S:
+        return None
+    values = dict(_DEFAULTS)
+    fast = _FAST
+    for name, value in data.items():
+        spec = fast.get(name)
+        if spec is None:
+            if name == "schema_version" or name == "ts":
+                continue
+            return None  # attributes, an extra field (or a non-string key): pydantic
+        if value is None:
+            if name == "event_id" or name == "agent_id" or name == "kind":
+                return None  # required
+            values[name] = None
+            continue
+        how, arg = spec
+        tv = type(value)
+        if how == _TEXT:
+            if tv is not str or len(value) > MAX_TEXT_LEN or not _utf8(value):
+                return None
+        elif how == _CHOICE:
+            if tv is not str or value not in arg:
+                return None
+        elif how == _AMOUNT:
+            if tv is float:
+                if not (0.0 <= value < math.inf):  # NaN, inf and negatives fail this
+                    return None
+            elif tv is int and 0 <= value <= _EXACT_INT:
+                value = float(value)
+            else:
+                return None
+        elif how == _SCOPE_ID:
+            if (tv is not str or not 0 < len(value) <= MAX_ID_LEN or not _utf8(value)
+                    or _id_problem(arg, value) is not None):
+                return None
+        elif how == _ID:
+            if tv is not str or not 0 < len(value) <= MAX_ID_LEN or not _utf8(value):
+                return None
+        elif how == _ATTEMPT:
+            if tv is not int or not 1 <= value <= _EXACT_INT:
+                return None
+        elif tv is not bool:  # _FLAG
+            return None
+        values[name] = value
+    kind = values["kind"]
+    if values["event_id"] is None or values["agent_id"] is None or kind is None:
+        return None
+    if (kind == "tool_call" and values["tool"] is None) or (kind == "task_outcome" and values["outcome"] is None):
+        return None
+    values["schema_version"] = "1"
+    values["ts"] = seconds
+    values["attributes"] = {}
+    event = _new(TraceEvent)
+    _set(event, "__dict__", values)
+    _set(event, "__pydantic_fields_set__", set(data))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event

@@ -355,24 +355,24 @@ class Monitor:
         is :func:`~breakers.state_machine.settled` for them would not change, so it is only rescheduled.
         Everything else (undecided, half-open, reset baselines, spilled or cross-agent) is returned.
         """
-        policy, states, counts = self.policy, self.states, self.counts
+        policy, states, agents = self.policy, self.states, self.agents
         exact: list[str] = []
         groups: dict[tuple[int, ...], list[tuple[str, Scope, BreakerState | None, RollingCounts, AgentState]]] = {}
         budget_sets: dict[tuple[int, ...], tuple[Any, ...]] = {}
+        scope_of, budgets_for, baselines = self.scopes.get, policy.budgets_for, self.reset_baselines.by_scope
         for scope in due:
-            typed = self.scopes.get(scope)
-            budgets = policy.budgets_for(scope) if typed is not None else ()
+            typed = scope_of(scope)
+            budgets = budgets_for(scope) if typed is not None else ()
             st = states.get(scope)
             if (typed is None or typed.agent is None or typed.tenant is not None or not budgets
-                    or (st is not None and st.state == HALF_OPEN) or scope in self.reset_baselines.by_scope
-                    or typed.agent not in self.agents):
+                    or (st is not None and st.state == HALF_OPEN) or scope in baselines):
                 exact.append(scope)
                 continue
-            parts = counts.counts_for(typed)
-            if len(parts) != 1:
+            agent = agents.get(typed.agent)  # ScopeCounts.counts_for of an agent-bound scope without a tenant
+            rc = None if agent is None else (agent.counts if typed.tool is None else agent.tools.get(typed.tool))
+            if rc is None:
                 exact.append(scope)
                 continue
-            rc, agent = parts[0]
             key = tuple(map(id, budgets))  # budgets are not hashable; the policy's objects are shared
             budget_sets[key] = budgets
             groups.setdefault(key, []).append((scope, typed, st, rc, agent))
@@ -385,8 +385,7 @@ class Monitor:
             try:
                 nows = [agent_now(agent.lag_s, now) for _, _, _, _, agent in items]
                 batch = RingBatch([rc for _, _, _, rc, _ in items])
-                sums = {w: dict(zip(keys, batch.window_sums(w, nows, keys).T))
-                        for w, keys in needed_sums(budgets).items()}
+                sums = {w: batch.window_columns(w, nows, keys) for w, keys in needed_sums(budgets).items()}
                 drift = np.array([bool(a.last_drift_ts) and t - a.last_drift_ts <= active_s
                                   for (_, _, _, _, a), t in zip(items, nows)])
                 verdicts = screen(budgets, sums, drift)
@@ -395,18 +394,24 @@ class Monitor:
                 exact.extend(item[0] for item in items)
                 continue
             horizons = None
+            evaluated_at, rechecks = self.pacing.evaluated_at, self.rechecks
+            every_tick = self.tuning.evaluate_unchanged
             for i, ((scope, typed, st, _, _), fired) in enumerate(zip(items, verdicts)):
                 if fired is None or not (settled(st, fired, now, policy) if st is not None else not fired):
                     exact.append(scope)
                     continue
-                self.pacing.evaluated(scope, wall)
+                evaluated_at[scope] = wall  # self.pacing.evaluated(scope, wall)
                 self.screened += 1
-                if st is None or st.state == CLOSED:
-                    self.rechecks.cancel(scope)
+                if st is None or st.state == CLOSED or every_tick:
+                    rechecks.cancel(scope)
                     continue
                 if horizons is None:  # _evidence_horizon of every scope of the batch, at once
-                    horizons = self._batch_horizons(scope, batch, nows, items)
-                self._reschedule(scope, typed, now, float(horizons[i]))
+                    horizons = self._batch_horizons(scope, batch, nows, items).tolist()
+                # self._reschedule(scope, typed, now, horizon) of an agent-bound scope without a tenant, not closed
+                at = next_deadline(st, policy)
+                if at > now:
+                    at = min(at, horizons[i])
+                rechecks.schedule(scope, at)
         return exact
 
     def _batch_horizons(self, scope: str, batch: RingBatch, nows: list[float],
