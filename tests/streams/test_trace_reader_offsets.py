@@ -150,3 +150,56 @@ def test_resume_starts_again_at_the_commit_and_rewind_at_zero() -> None:
     assert r.positions == {0: 7}  # a paused partition keeps its position for the revoke-time commit
     assert r.rewind() == 1
     assert r._restart[1] == 0
+
+
+def test_a_dead_letter_too_large_to_send_goes_again_stripped_and_the_batch_goes_on() -> None:
+    """A dead letter the producer refuses as too large (a payload limit set high, a huge key) must not make the
+    reader fail and re-read the same message forever: it is sent again without the original bytes."""
+    import orjson
+    from aiokafka.errors import MessageSizeTooLargeError
+    from faust.exceptions import ProducerSendError
+
+    from streams.contract.decode import Reject
+    from streams.contract.dlq import dlq_record
+
+    pipeline = Processed()
+    r = reader(pipeline, [])
+    letter = dlq_record(Reject("invalid_json", "x"), topic=TOPIC, partition=0, offset=1, key=b"k" * 900,
+                        value=b"v" * 2000, payload_limit=4096)
+    sent: list[tuple[bytes | None, bytes]] = []
+
+    def process(key, value, *, topic, partition, offset, headers):  # type: ignore[no-untyped-def]
+        pipeline.seen.append((partition, offset))
+        return [SimpleNamespace(key=key, value=letter, reason="invalid_json")] if offset == 1 else []
+
+    async def send_dead(key, value, headers):  # type: ignore[no-untyped-def]
+        if len(value) + len(key or b"") > 2000:
+            try:
+                raise MessageSizeTooLargeError("The message is too large")
+            except MessageSizeTooLargeError as exc:
+                raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+        sent.append((key, value))
+
+    r.pipeline = SimpleNamespace(process=process)  # type: ignore[assignment]
+    r.send_dead = send_dead  # type: ignore[assignment]
+    r.resume({0})
+    asyncio.run(r._process({TopicPartition(TOPIC, 0): [record("a", n) for n in range(4)]}, r._version))
+    assert pipeline.seen == [(0, n) for n in range(4)]
+    assert r.positions == {0: 4}
+    assert len(sent) == 1 and sent[0][0] is None
+    doc = orjson.loads(sent[0][1])
+    assert doc["reason"] == "invalid_json" and doc["source"]["offset"] == 1 and "key_b64" not in doc
+    assert r.letters_stripped == 1
+
+
+def test_a_dead_letter_keeps_no_more_of_the_key_than_of_the_payload() -> None:
+    import base64
+
+    import orjson
+
+    from streams.contract.decode import Reject
+    from streams.contract.dlq import dlq_record
+
+    doc = orjson.loads(dlq_record(Reject("key_mismatch", "x"), topic=TOPIC, partition=0, offset=0,
+                                  key=b"k" * 100_000, value=b"[]", payload_limit=64))
+    assert base64.b64decode(doc["key_b64"]) == b"k" * 64 and doc["key_bytes"] == 100_000
