@@ -170,6 +170,7 @@ class TraceReader:
                                     fetch_max_bytes=2 * self.max_fetch_bytes, **self.security.aiokafka_kwargs())
         await consumer.start()
         self._consumer = consumer
+        self.error = None  # a consumer is up again: not "restarting" any more, even with nothing to read
         assigned_at = -1  # the version of the last assignment; -1: none yet
         try:
             while True:

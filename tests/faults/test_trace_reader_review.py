@@ -56,3 +56,97 @@ def test_a_message_whose_dead_letters_are_too_large_to_send_does_not_stall_its_p
     finally:
         producer.close()
         stop_process(w.proc)
+
+
+JOIN_AGENTS = [f"rj-agent-{i}" for i in range(8)]
+#: one-event messages per agent (and ~1/3 more flags) in the backlog
+BACKLOG = 4_000
+
+
+def _produce(bootstrap: str, topic: str, n_per_agent: int, tag: str, until=None) -> dict[str, tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """One event per message, interleaved over the agents; agent i flags every (i + 3)th call.
+    Returns per agent (calls, flags) sent. With ``until`` (an Event), goes on past ``n_per_agent`` until it is set."""
+    import itertools
+
+    from helpers.faults import event as ev_
+
+    producer = TraceProducer(bootstrap, topic)
+    sent: dict[str, list[int]] = {a: [0, 0] for a in JOIN_AGENTS}
+    try:
+        for n in itertools.count():
+            if n >= n_per_agent and (until is None or until.is_set()):
+                break
+            for i, agent in enumerate(JOIN_AGENTS):
+                if n % (i + 3) == 0:
+                    producer.send_batch(agent, [ev_(agent, f"{agent}-{tag}f{n}", "monitor_flag", tool="shell",
+                                                    severity="high", monitor="guard", action="blocked")])
+                    sent[agent][1] += 1
+                producer.send_batch(agent, [ev_(agent, f"{agent}-{tag}c{n}")])
+                sent[agent][0] += 1
+        producer.flush()
+    finally:
+        producer.close()
+    return {a: (c, f) for a, (c, f) in sent.items()}
+
+
+def _stable(read, what: str, timeout: float = 60):  # type: ignore[no-untyped-def]
+    """Wait until ``read()`` returns the same value twice 1 s apart; return it."""
+    import time
+
+    last = object()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = read()
+        if value == last:
+            return value
+        last = value
+        time.sleep(1.0)
+    raise AssertionError(f"{what} never settled (last {last})")
+
+
+def test_a_worker_joining_mid_backlog_neither_loses_nor_recounts_an_event(broker, tmp_path, isolated_topics) -> None:
+    """A backlog of one-event messages is being read when a second worker joins: the first is paused mid-batch
+    (in one of its 20 ms yields), checkpoints and commits, and the newcomer starts exactly there. Summed over
+    both workers every event is counted once (nothing re-counted, nothing skipped), and each agent's windows, on
+    whichever worker holds it, have exactly what was sent."""
+    import threading
+
+    env = {"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_CHECKPOINT_INTERVAL_S": "0.5"}
+    app_id = f"tw-{isolated_topics.prefix}"
+    first = _produce(broker.bootstrap, isolated_topics.traces, BACKLOG, "a")  # the backlog, before any worker
+    sent: dict[str, tuple[int, int]] = {}
+    w1 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env, wait_ready=False)
+    w2 = None
+    try:
+        wait_for(lambda: w1.metric("tripwire_events_total") > 0, 90, "w1 reading the backlog")
+        done = threading.Event()  # traffic flows all through the rebalance: w1 is mid-batch when it is paused
+        t = threading.Thread(target=lambda: sent.update(_produce(broker.bootstrap, isolated_topics.traces, 500, "b",
+                                                                 until=done)))
+        t.start()
+        try:
+            w2 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env, wait_ready=False)
+            wait_for(lambda: all(w.metric("tripwire_worker_ready") == 1 for w in (w1, w2)), 90, "both workers ready")
+            wait_for(lambda: w2.metric("tripwire_events_total") > 1000, 30, "w2 reading")
+        finally:
+            done.set()
+            t.join()
+        total = sum(c + f for c, f in first.values()) + sum(c + f for c, f in sent.values())
+
+        def counts() -> tuple[float, float]:
+            return (sum(w.metric("tripwire_events_total") for w in (w1, w2)),
+                    sum(w.metric("tripwire_events_duplicate_total") for w in (w1, w2)))
+
+        wait_for(lambda: counts()[0] + counts()[1] >= total, 60, f"{total} events seen")
+        events, dups = _stable(counts, "the event counters")
+        assert w1.log.read_text(errors="replace").count("assigned 2 partitions") >= 1, "no rebalance happened"
+        print(f"\nw1 counted {w1.metric('tripwire_events_total'):.0f}, w2 {w2.metric('tripwire_events_total'):.0f}")
+        assert (events, dups) == (total, 0), f"events {events} + duplicates {dups}, sent {total}"
+        for agent in JOIN_AGENTS:
+            calls_n = first[agent][0] + sent[agent][0]
+            flags_n = first[agent][1] + sent[agent][1]
+            rate = sum(w.metric("tripwire_near_miss_rate", agent=agent, tool="*", window="1h") for w in (w1, w2))
+            assert rate == pytest.approx(flags_n / calls_n), agent
+    finally:
+        for w in (w1, w2):
+            if w is not None:
+                stop_process(w.proc)

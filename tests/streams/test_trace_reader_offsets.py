@@ -203,3 +203,48 @@ def test_a_dead_letter_keeps_no_more_of_the_key_than_of_the_payload() -> None:
     doc = orjson.loads(dlq_record(Reject("key_mismatch", "x"), topic=TOPIC, partition=0, offset=0,
                                   key=b"k" * 100_000, value=b"[]", payload_limit=64))
     assert base64.b64decode(doc["key_b64"]) == b"k" * 64 and doc["key_bytes"] == 100_000
+
+
+def test_a_reader_that_recovered_from_an_error_is_not_reported_failing_while_it_has_nothing_to_read(
+        monkeypatch) -> None:
+    """/readyz reports the reader's last error while it restarts. A worker with no trace partition to read
+    (more workers than partitions, or all paused) whose consumer started again after a failed start must not
+    stay 'trace reader restarting' for good: the error is cleared once a consumer is up."""
+    import streams.worker.trace_reader as tr
+
+    starts: list[int] = []
+
+    class Consumer:
+        def __init__(self, **kwargs):  # type: ignore[no-untyped-def]
+            pass
+
+        async def start(self) -> None:
+            starts.append(1)
+            if len(starts) == 1:
+                raise OSError("connection refused")
+
+        def assign(self, tps) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+        async def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(tr, "AIOKafkaConsumer", Consumer)
+    r = reader(Processed(), [])
+
+    async def run() -> None:
+        task = asyncio.create_task(r.run())
+        for _ in range(400):
+            await asyncio.sleep(0.01)
+            if len(starts) >= 2:
+                break
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(run())
+    assert len(starts) == 2
+    assert r.error is None, r.error
