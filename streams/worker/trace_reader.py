@@ -101,6 +101,7 @@ class TraceReader:
             self._restart[partition] = 0
             self.positions.pop(partition, None)
             self.committed.pop(partition, None)
+        self.acks.forget(self.wanted)  # held offsets of the lost log would hide the new log's (lower) ones
         self._bump()
         return len(self.wanted)
 
@@ -221,6 +222,8 @@ class TraceReader:
                                headers=rec.headers)
                 for letter in dead:
                     await self._send_letter(letter.key, letter.value, letter.reason)
+                if dead and version != self._version and self._restart.get(partition) == 0:
+                    return  # rewound while its dead letters were sent: an offset of the lost log, not to keep
                 hold(key.decode("utf-8", "replace") if key else "", partition, rec.offset)
                 positions[partition] = rec.offset + 1
                 if dead and version != self._version:

@@ -248,3 +248,52 @@ def test_a_reader_that_recovered_from_an_error_is_not_reported_failing_while_it_
     asyncio.run(run())
     assert len(starts) == 2
     assert r.error is None, r.error
+
+
+def test_after_a_rewind_offsets_held_on_the_lost_log_do_not_hide_the_new_ones() -> None:
+    """The broker came back empty: the partition is read again from offset 0 of a new log. An agent left
+    dirty by the checkpoint cap still holds its first offset *of the old log* (100); its new message at
+    offset 0 must still hold the commit back (hold keeps only the first offset per agent and partition)."""
+    commits: list[dict[int, int]] = []
+    r = reader(Processed(), commits)
+    r.resume({0})
+
+    async def run() -> None:
+        await r._process({TopicPartition(TOPIC, 0): [record("a", n) for n in range(100, 103)]}, r._version)
+        r.acks.take(set(), {"a"})  # capped checkpoint: a stays dirty, held at 100
+        assert r.rewind() == 1
+        r._restart.pop(0)  # what the next assignment does (seek to 0)
+        await r._process({TopicPartition(TOPIC, 0): [record("a", 0), record("b", 1)]}, r._version)
+        r.acks.take({"b"}, {"a", "b"})  # b saved; a still dirty: its new message at 0 is not
+        await r.commit()
+
+    asyncio.run(run())
+    assert all(c.get(0, 0) <= 0 for c in commits), commits
+
+
+def test_a_message_finishing_its_dead_letter_after_a_rewind_leaves_no_position_of_the_old_log() -> None:
+    """A rewind lands while a dead letter of the old log is being sent: that message must not put its old
+    offset back as the partition's position (a commit would then point the new log past records it has)."""
+    commits: list[dict[int, int]] = []
+    pipeline = Processed()
+    r = reader(pipeline, commits)
+
+    def process(key, value, *, topic, partition, offset, headers):  # type: ignore[no-untyped-def]
+        pipeline.seen.append((partition, offset))
+        return [SimpleNamespace(key=key, value=b"dead", reason="invalid_json")] if offset == 4000 else []
+
+    async def send_dead(key, value, headers):  # type: ignore[no-untyped-def]
+        r.rewind()
+
+    r.pipeline = SimpleNamespace(process=process)  # type: ignore[assignment]
+    r.send_dead = send_dead  # type: ignore[assignment]
+    r.resume({0})
+    r._restart.pop(0)
+
+    async def run() -> None:
+        await r._process({TopicPartition(TOPIC, 0): [record("a", n) for n in range(3998, 4003)]}, r._version)
+        r.acks.take(None)
+        await r.commit()
+
+    asyncio.run(run())
+    assert all(c.get(0, 0) == 0 for c in commits), commits
