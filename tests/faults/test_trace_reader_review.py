@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from helpers.faults import calls, event
+from helpers.faults import calls, event, kill9
 from helpers.support import consume_all, start_worker, wait_for
 from streams.kafka.producer import TraceProducer
 from streams.ops.procutil import stop_process
@@ -150,3 +150,170 @@ def test_a_worker_joining_mid_backlog_neither_loses_nor_recounts_an_event(broker
         for w in (w1, w2):
             if w is not None:
                 stop_process(w.proc)
+
+
+def _assigned(w, n: int) -> int:  # type: ignore[no-untyped-def]
+    return w.log.read_text(errors="replace").count(f"assigned {n} partitions of")
+
+
+def _rates(w, sent):  # type: ignore[no-untyped-def]
+    return {a: round(w.metric("tripwire_near_miss_rate", agent=a, tool="*", window="1h"), 9) for a in sent}
+
+
+def _check_exact(w, sent, phase: str) -> None:  # type: ignore[no-untyped-def]
+    expected = {a: round(f / c, 9) for a, (c, f) in sent.items()}
+    try:
+        wait_for(lambda: _rates(w, sent) == expected, 60, f"{phase}: every agent's windows complete")
+    except AssertionError:
+        got = _rates(w, sent)
+        diff = {a: (got[a], expected[a], sent[a]) for a in sent if got[a] != expected[a]}
+        raise AssertionError(f"{phase}: near-miss rates (got, expected, (calls, flags) sent): {diff}; "
+                             f"events {w.metric('tripwire_events_total')} dups "
+                             f"{w.metric('tripwire_events_duplicate_total')}") from None
+    assert _stable(lambda: _rates(w, sent), "the near-miss rates") == expected
+
+
+def _merge(total: dict, more: dict) -> None:  # type: ignore[type-arg]
+    for a, (c, f) in more.items():
+        c0, f0 = total.get(a, (0, 0))
+        total[a] = (c0 + c, f0 + f)
+
+
+def test_a_graceful_leave_under_traffic_keeps_every_agent_exact(broker, tmp_path, isolated_topics) -> None:
+    """One-event traffic flows while w2 leaves gracefully (SIGTERM): w1 ends with every partition and each
+    agent's windows hold exactly what was sent (a lost or doubled call or flag moves the near-miss rate)."""
+    import threading
+
+    env = {"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_CHECKPOINT_INTERVAL_S": "0.5"}
+    app_id = f"tw-{isolated_topics.prefix}"
+    w1 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env, wait_ready=False)
+    w2 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env)
+    sent: dict[str, tuple[int, int]] = {}
+    done = threading.Event()
+    t = threading.Thread(target=lambda: sent.update(_produce(broker.bootstrap, isolated_topics.traces, 200, "x",
+                                                             until=done)))
+    try:
+        wait_for(lambda: all(w.metric("tripwire_worker_ready") == 1 for w in (w1, w2)), 90, "both workers ready")
+        t.start()
+        try:
+            wait_for(lambda: w2.metric("tripwire_events_total") > 2000, 30, "w2 reading")
+            n4 = _assigned(w1, 4)
+            stop_process(w2.proc)  # graceful leave
+            wait_for(lambda: _assigned(w1, 4) > n4, 60, "w1 holding all partitions")
+            wait_for(lambda: w1.metric("tripwire_worker_ready") == 1, 60, "w1 ready")
+            wait_for(lambda: w1.metric("tripwire_events_total") > 0, 10, "w1 reading")
+        finally:
+            done.set()
+            t.join()
+        _check_exact(w1, sent, "after w2 left")
+    finally:
+        for w in (w1, w2):
+            stop_process(w.proc)
+
+
+def test_a_kill9_right_after_a_join_under_traffic_keeps_every_agent_exact(broker, tmp_path, isolated_topics) -> None:
+    """One-event traffic flows while w2 joins and w1 is killed -9 right after that rebalance: w2 ends with every
+    partition and each agent's windows hold exactly what was sent."""
+    import threading
+
+    env = {"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_CHECKPOINT_INTERVAL_S": "0.5"}
+    app_id = f"tw-{isolated_topics.prefix}"
+    w1 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env)
+    w2 = None
+    sent: dict[str, tuple[int, int]] = {}
+    done = threading.Event()
+    t = threading.Thread(target=lambda: sent.update(_produce(broker.bootstrap, isolated_topics.traces, 200, "y",
+                                                             until=done)))
+    try:
+        t.start()
+        try:
+            wait_for(lambda: w1.metric("tripwire_events_total") > 2000, 30, "w1 reading")
+            n2 = _assigned(w1, 2)
+            w2 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env, wait_ready=False)
+            wait_for(lambda: _assigned(w1, 2) > n2, 60, "the rebalance w2 causes")
+            kill9(w1.proc)  # right after the rebalance
+            wait_for(lambda: _assigned(w2, 4) > 0, 60, "w2 holding all partitions")
+            wait_for(lambda: w2.metric("tripwire_worker_ready") == 1, 60, "w2 ready")
+        finally:
+            done.set()
+            t.join()
+        _check_exact(w2, sent, "after w1 was killed")
+    finally:
+        for w in (w1, w2):
+            if w is not None:
+                stop_process(w.proc)
+
+
+def test_leave_join_and_kill9_after_a_rebalance_under_traffic_keep_every_agent_exact(
+        broker, tmp_path, isolated_topics) -> None:
+    """One-event traffic flows all along while the group changes: w2 leaves gracefully (SIGTERM), w3 joins, and
+    w1 is killed -9 right after that rebalance. w3 ends with every partition: each agent's windows must hold
+    exactly what was sent (a lost or doubled call or flag moves the near-miss rate)."""
+    import threading
+
+    env = {"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_CHECKPOINT_INTERVAL_S": "0.5"}
+    app_id = f"tw-{isolated_topics.prefix}"
+    w1 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env, wait_ready=False)
+    w2 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env)
+    w3 = None
+    sent: dict[str, tuple[int, int]] = {}
+    done = threading.Event()
+    t = threading.Thread(target=lambda: sent.update(_produce(broker.bootstrap, isolated_topics.traces, 200, "x",
+                                                             until=done)))
+    try:
+        wait_for(lambda: all(w.metric("tripwire_worker_ready") == 1 for w in (w1, w2)), 90, "both workers ready")
+        t.start()
+        try:
+            wait_for(lambda: w2.metric("tripwire_events_total") > 2000, 30, "w2 reading")
+            n4 = _assigned(w1, 4)
+            stop_process(w2.proc)  # graceful leave
+            wait_for(lambda: _assigned(w1, 4) > n4, 60, "w1 holding all partitions")
+            wait_for(lambda: w1.metric("tripwire_worker_ready") == 1, 60, "w1 ready")
+            n2 = _assigned(w1, 2)
+            w3 = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env, wait_ready=False)
+            wait_for(lambda: _assigned(w1, 2) > n2, 60, "the rebalance w3 causes")
+            kill9(w1.proc)  # right after the rebalance
+            wait_for(lambda: _assigned(w3, 4) > 0, 60, "w3 holding all partitions")
+            wait_for(lambda: w3.metric("tripwire_worker_ready") == 1, 60, "w3 ready")
+        finally:
+            done.set()
+            t.join()
+        _check_exact(w3, sent, "after w2 left, w3 joined and w1 was killed")
+    finally:
+        for w in (w1, w2, w3):
+            if w is not None:
+                stop_process(w.proc)
+
+
+def test_a_graceful_stop_checkpoints_and_commits_where_processing_stopped(broker, tmp_path, isolated_topics) -> None:
+    """SIGTERM is the graceful leave. faust skips the revoke hook once it is stopping, so without a checkpoint of its
+    own at shutdown the worker leaves everything since its last periodic checkpoint uncommitted, and a checkpoint
+    the stop cut short (records flushed, its closing marker not) for the next owner to recover. With a checkpoint
+    interval far longer than the test, the stop itself must checkpoint and commit to the end of every partition."""
+    import os
+    import signal
+    import subprocess
+
+    env = {"TRIPWIRE_METRICS_CACHE_S": "0", "TRIPWIRE_CHECKPOINT_INTERVAL_S": "600"}
+    app_id = f"tw-{isolated_topics.prefix}"
+    w = start_worker(broker, tmp_path, isolated_topics, app_id=app_id, extra_env=env)
+    producer = TraceProducer(broker.bootstrap, isolated_topics.traces)
+    try:
+        for agent in AGENTS:
+            for ev in calls(agent, 50):
+                producer.send_batch(agent, [ev])
+        producer.flush()
+        sent = 50 * len(AGENTS)
+        wait_for(lambda: w.metric("tripwire_events_total") == sent, 30, "events counted")
+        os.killpg(w.proc.pid, signal.SIGTERM)
+        try:
+            w.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the worker did not stop on SIGTERM:\n{w.log_tail(30)}") from None
+        ends: dict[int, int] = {}
+        for rec in consume_all(broker.bootstrap, isolated_topics.traces, sent):
+            ends[rec.partition] = max(ends.get(rec.partition, 0), rec.offset + 1)
+        assert committed(broker.bootstrap, app_id, isolated_topics.traces) == ends
+    finally:
+        producer.close()
+        stop_process(w.proc)
