@@ -31,7 +31,9 @@ def dlq_record(
         "reason": reject.reason,
         "detail": reject.detail,
         "source": {"topic": topic, "partition": partition, "offset": offset, "index": reject.index},
-        "key_b64": base64.b64encode(key).decode() if key else None,
+        # the key is bounded like the payload: a huge key would make the dead letter too large to send
+        "key_b64": base64.b64encode(key[:payload_limit]).decode() if key else None,
+        "key_bytes": len(key) if key else 0,
         "payload_b64": base64.b64encode(kept).decode(),
         "payload_bytes": len(payload),
         "payload_truncated": len(payload) > len(kept),

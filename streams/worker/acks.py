@@ -70,3 +70,15 @@ class AckGate:
                 if low is None or offset < low:
                     out[partition] = offset
         return out
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop what is held on ``partitions``: their log was lost and is read again from offset 0, so offsets of
+        the old log say nothing of the new one (an agent keeps only its first held offset per partition, which
+        would hide its new, lower ones)."""
+        gone = set(partitions)
+        for agent in list(self.held):
+            parts = self.held[agent]
+            for partition in gone & parts.keys():
+                del parts[partition]
+            if not parts:
+                del self.held[agent]

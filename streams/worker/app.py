@@ -276,6 +276,13 @@ def create_app(settings: Settings) -> faust.App:
     async def _revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         await checkpointer.on_revoked()
 
+    @app.on_before_shutdown.connect
+    async def _shutdown(sender: Any, **_: Any) -> None:
+        # a graceful stop (SIGTERM) does not run the revoke hook (faust skips it once stopping), but
+        # faust has paused the reader by now: checkpoint everything and commit, as on a revoke, so the
+        # next owner starts where this worker stopped, from a complete checkpoint closed by its marker
+        await checkpointer.on_revoked()
+
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
         readiness.assigned_once = True

@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -75,6 +76,8 @@ class TraceReader:
         self.error: str | None = None
         #: times the consumer was started again after an error
         self.restarts = 0
+        #: dead letters too large to send, sent again without the original bytes
+        self.letters_stripped = 0
 
     # -- called by faust (through faust_compat.divert_topic), synchronously -----------------------------
     def pause(self, partitions: set[int]) -> None:
@@ -105,6 +108,7 @@ class TraceReader:
             self._restart[partition] = 0
             self.positions.pop(partition, None)
             self.committed.pop(partition, None)
+        self.acks.forget(self.wanted)  # held offsets of the lost log would hide the new log's (lower) ones
         self._bump()
         return len(self.wanted)
 
@@ -174,6 +178,7 @@ class TraceReader:
                                     fetch_max_bytes=2 * self.max_fetch_bytes, **self.security.aiokafka_kwargs())
         await consumer.start()
         self._consumer = consumer
+        self.error = None  # a consumer is up again: not "restarting" any more, even with nothing to read
         assigned_at = -1  # the version of the last assignment; -1: none yet
         try:
             while True:
@@ -223,7 +228,9 @@ class TraceReader:
                 dead = process(key, rec.value, topic=topic, partition=partition, offset=rec.offset,
                                headers=rec.headers)
                 for letter in dead:
-                    await self.send_dead(letter.key, letter.value, {"tripwire-reason": letter.reason.encode()})
+                    await self._send_letter(letter.key, letter.value, letter.reason)
+                if dead and version != self._version and self._restart.get(partition) == 0:
+                    return  # rewound while its dead letters were sent: an offset of the lost log, not to keep
                 hold(key.decode("utf-8", "replace") if key else "", partition, rec.offset)
                 positions[partition] = rec.offset + 1
                 if dead and version != self._version:
@@ -234,6 +241,35 @@ class TraceReader:
                     next_yield = clock() + YIELD_EVERY_S
                     if version != self._version:
                         return  # paused or resumed meanwhile: the next assignment seeks back to ``positions``
+
+    async def _send_letter(self, key: bytes | None, value: bytes, reason: str) -> None:
+        """Send one dead letter; one too large to send goes again without the original bytes (its reason and
+        source kept), so a message can never stall its partition on its own dead letter."""
+        headers = {"tripwire-reason": reason.encode()}
+        try:
+            await self.send_dead(key, value, headers)
+        except Exception as exc:  # noqa: BLE001 - only a too-large letter is retried stripped, the rest re-raised
+            if "MessageSizeTooLarge" not in f"{type(exc).__name__} {exc!r} {exc.__cause__!r}":
+                raise
+            self.letters_stripped += 1
+            log.warning("dead letter (%s) too large to send (%d bytes); sent without the original key and payload",
+                        reason, len(value) + len(key or b""))
+            await self.send_dead(None, _stripped(value), headers)
+
+
+def _stripped(value: bytes) -> bytes:
+    """A dead-letter record without the original key and payload bytes (their sizes kept)."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return orjson.dumps({"payload_dropped": "dead letter too large to send"})
+    if isinstance(doc, dict):
+        doc.pop("key_b64", None)
+        doc["payload_b64"] = ""
+        doc["payload_truncated"] = True
+        doc["payload_dropped"] = "dead letter too large to send"
+        return orjson.dumps(doc)
+    return orjson.dumps({"payload_dropped": "dead letter too large to send"})
 
 
 def _fetch_position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:

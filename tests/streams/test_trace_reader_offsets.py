@@ -154,3 +154,150 @@ def test_resume_starts_again_at_the_commit_and_rewind_at_zero() -> None:
     r.positions[1] = 12
     r.resume({1})  # resumed again while being read: it goes on, nothing is handed over twice
     assert r.positions[1] == 12 and 1 not in r._restart
+
+
+def test_a_dead_letter_too_large_to_send_goes_again_stripped_and_the_batch_goes_on() -> None:
+    """A dead letter the producer refuses as too large (a payload limit set high, a huge key) must not make the
+    reader fail and re-read the same message forever: it is sent again without the original bytes."""
+    import orjson
+    from aiokafka.errors import MessageSizeTooLargeError
+    from faust.exceptions import ProducerSendError
+
+    from streams.contract.decode import Reject
+    from streams.contract.dlq import dlq_record
+
+    pipeline = Processed()
+    r = reader(pipeline, [])
+    letter = dlq_record(Reject("invalid_json", "x"), topic=TOPIC, partition=0, offset=1, key=b"k" * 900,
+                        value=b"v" * 2000, payload_limit=4096)
+    sent: list[tuple[bytes | None, bytes]] = []
+
+    def process(key, value, *, topic, partition, offset, headers):  # type: ignore[no-untyped-def]
+        pipeline.seen.append((partition, offset))
+        return [SimpleNamespace(key=key, value=letter, reason="invalid_json")] if offset == 1 else []
+
+    async def send_dead(key, value, headers):  # type: ignore[no-untyped-def]
+        if len(value) + len(key or b"") > 2000:
+            try:
+                raise MessageSizeTooLargeError("The message is too large")
+            except MessageSizeTooLargeError as exc:
+                raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+        sent.append((key, value))
+
+    r.pipeline = SimpleNamespace(process=process)  # type: ignore[assignment]
+    r.send_dead = send_dead  # type: ignore[assignment]
+    r.resume({0})
+    asyncio.run(r._process({TopicPartition(TOPIC, 0): [record("a", n) for n in range(4)]}, r._version))
+    assert pipeline.seen == [(0, n) for n in range(4)]
+    assert r.positions == {0: 4}
+    assert len(sent) == 1 and sent[0][0] is None
+    doc = orjson.loads(sent[0][1])
+    assert doc["reason"] == "invalid_json" and doc["source"]["offset"] == 1 and "key_b64" not in doc
+    assert r.letters_stripped == 1
+
+
+def test_a_dead_letter_keeps_no_more_of_the_key_than_of_the_payload() -> None:
+    import base64
+
+    import orjson
+
+    from streams.contract.decode import Reject
+    from streams.contract.dlq import dlq_record
+
+    doc = orjson.loads(dlq_record(Reject("key_mismatch", "x"), topic=TOPIC, partition=0, offset=0,
+                                  key=b"k" * 100_000, value=b"[]", payload_limit=64))
+    assert base64.b64decode(doc["key_b64"]) == b"k" * 64 and doc["key_bytes"] == 100_000
+
+
+def test_a_reader_that_recovered_from_an_error_is_not_reported_failing_while_it_has_nothing_to_read(
+        monkeypatch) -> None:
+    """/readyz reports the reader's last error while it restarts. A worker with no trace partition to read
+    (more workers than partitions, or all paused) whose consumer started again after a failed start must not
+    stay 'trace reader restarting' for good: the error is cleared once a consumer is up."""
+    import streams.worker.trace_reader as tr
+
+    starts: list[int] = []
+
+    class Consumer:
+        def __init__(self, **kwargs):  # type: ignore[no-untyped-def]
+            pass
+
+        async def start(self) -> None:
+            starts.append(1)
+            if len(starts) == 1:
+                raise OSError("connection refused")
+
+        def assign(self, tps) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+        async def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(tr, "AIOKafkaConsumer", Consumer)
+    r = reader(Processed(), [])
+
+    async def run() -> None:
+        task = asyncio.create_task(r.run())
+        for _ in range(400):
+            await asyncio.sleep(0.01)
+            if len(starts) >= 2:
+                break
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(run())
+    assert len(starts) == 2
+    assert r.error is None, r.error
+
+
+def test_after_a_rewind_offsets_held_on_the_lost_log_do_not_hide_the_new_ones() -> None:
+    """The broker came back empty: the partition is read again from offset 0 of a new log. An agent left
+    dirty by the checkpoint cap still holds its first offset *of the old log* (100); its new message at
+    offset 0 must still hold the commit back (hold keeps only the first offset per agent and partition)."""
+    commits: list[dict[int, int]] = []
+    r = reader(Processed(), commits)
+    r.resume({0})
+
+    async def run() -> None:
+        await r._process({TopicPartition(TOPIC, 0): [record("a", n) for n in range(100, 103)]}, r._version)
+        r.acks.take(set(), {"a"})  # capped checkpoint: a stays dirty, held at 100
+        assert r.rewind() == 1
+        r._restart.pop(0)  # what the next assignment does (seek to 0)
+        await r._process({TopicPartition(TOPIC, 0): [record("a", 0), record("b", 1)]}, r._version)
+        r.acks.take({"b"}, {"a", "b"})  # b saved; a still dirty: its new message at 0 is not
+        await r.commit()
+
+    asyncio.run(run())
+    assert all(c.get(0, 0) <= 0 for c in commits), commits
+
+
+def test_a_message_finishing_its_dead_letter_after_a_rewind_leaves_no_position_of_the_old_log() -> None:
+    """A rewind lands while a dead letter of the old log is being sent: that message must not put its old
+    offset back as the partition's position (a commit would then point the new log past records it has)."""
+    commits: list[dict[int, int]] = []
+    pipeline = Processed()
+    r = reader(pipeline, commits)
+
+    def process(key, value, *, topic, partition, offset, headers):  # type: ignore[no-untyped-def]
+        pipeline.seen.append((partition, offset))
+        return [SimpleNamespace(key=key, value=b"dead", reason="invalid_json")] if offset == 4000 else []
+
+    async def send_dead(key, value, headers):  # type: ignore[no-untyped-def]
+        r.rewind()
+
+    r.pipeline = SimpleNamespace(process=process)  # type: ignore[assignment]
+    r.send_dead = send_dead  # type: ignore[assignment]
+    r.resume({0})
+    r._restart.pop(0)
+
+    async def run() -> None:
+        await r._process({TopicPartition(TOPIC, 0): [record("a", n) for n in range(3998, 4003)]}, r._version)
+        r.acks.take(None)
+        await r.commit()
+
+    asyncio.run(run())
+    assert all(c.get(0, 0) == 0 for c in commits), commits
