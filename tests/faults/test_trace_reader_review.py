@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 import pytest
-
 from helpers.faults import calls, event, kill9
 from helpers.support import consume_all, start_worker, wait_for
+
 from streams.kafka.producer import TraceProducer
 from streams.ops.procutil import stop_process
 
