@@ -288,6 +288,7 @@ def create_app(settings: Settings) -> faust.App:
         readiness.assigned_once = True
         mine = {tp.partition for tp in assigned if tp.topic == traces_topic}
         monitor.set_assignment(mine)
+        trace_reader.keep_only(mine)
         partials.forget()
         outage.on_assigned()
         for partition in pipeline.held_partitions():

@@ -102,6 +102,13 @@ class TraceReader:
         self.wanted |= new
         self._bump()
 
+    def keep_only(self, assigned: set[int]) -> None:
+        """A new assignment (after the revoke-time commit): forget the positions of partitions no longer ours,
+        so a later commit never sends, and a later resume never trusts, what another worker has moved on from."""
+        for table in (self.positions, self.committed, self._restart):
+            for partition in [p for p in table if p not in assigned]:
+                del table[partition]
+
     def rewind(self) -> int:
         """Re-read every partition being read from offset 0 (the broker came back without its log)."""
         for partition in self.wanted:

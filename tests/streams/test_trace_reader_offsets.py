@@ -301,3 +301,16 @@ def test_a_message_finishing_its_dead_letter_after_a_rewind_leaves_no_position_o
 
     asyncio.run(run())
     assert all(c.get(0, 0) == 0 for c in commits), commits
+
+
+def test_a_new_assignment_forgets_the_positions_of_partitions_no_longer_ours() -> None:
+    commits: list[dict[int, int]] = []
+    r = reader(Processed(), commits)
+    r.resume({0, 1})
+    asyncio.run(r._process({TopicPartition(TOPIC, 0): [record("a", 0)], TopicPartition(TOPIC, 1): [record("b", 0)]},
+                           r._version))
+    r.pause({0, 1})
+    r.keep_only({1})  # partition 0 went to another worker
+    r.acks.take(None)
+    asyncio.run(r.commit())
+    assert commits == [{1: 1}]
