@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.faults import calls, flags
+from helpers.faults import calls, committed, flags
 from helpers.support import consume_all, start_worker, wait_for
 from streams.kafka.producer import TraceProducer
 from streams.ops.procutil import stop_process
@@ -20,18 +20,6 @@ from streams.ops.procutil import stop_process
 pytestmark = pytest.mark.broker
 
 AGENTS = [f"tr-agent-{i}" for i in range(8)]
-
-
-def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    """The committed offset per partition of ``group``, as the broker reports it."""
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        return {tp.partition: meta.offset for tp, meta in admin.list_group_offsets(group)[group].items()
-                if tp.topic == topic and meta.offset >= 0}
-    finally:
-        admin.close()
 
 
 def test_single_event_messages_are_read_outside_faust_and_committed_after_their_checkpoint(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from helpers.faults import calls, event, kill9
+from helpers.faults import calls, committed, event, kill9
 from helpers.support import consume_all, start_worker, wait_for
 
 from streams.kafka.producer import TraceProducer
@@ -13,17 +13,6 @@ from streams.ops.procutil import stop_process
 pytestmark = pytest.mark.broker
 
 AGENTS = [f"rv-agent-{i}" for i in range(8)]
-
-
-def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        return {tp.partition: meta.offset for tp, meta in admin.list_group_offsets(group)[group].items()
-                if tp.topic == topic and meta.offset >= 0}
-    finally:
-        admin.close()
 
 
 def test_a_message_whose_dead_letters_are_too_large_to_send_does_not_stall_its_partition(

@@ -98,3 +98,15 @@ def changelog_records(bootstrap: str, changelog: str, timeout: float = 15.0) -> 
         return out
     finally:
         consumer.close()
+
+
+def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The committed offset per partition of ``topic`` for consumer ``group``, as the broker reports it."""
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return {tp.partition: meta.offset for tp, meta in admin.list_group_offsets(group)[group].items()
+                if tp.topic == topic and meta.offset >= 0}
+    finally:
+        admin.close()
